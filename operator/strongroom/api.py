@@ -1,0 +1,432 @@
+"""The public Python API: :class:`Strongroom`, a store of envelope-encrypted, audited secrets.
+
+Every call is one database transaction that includes its audit event, so an access that cannot
+be audited does not happen (fail closed, as Vault does). A failed call (not found, invalid
+input, integrity failure) is audited too, in its own transaction, before the error is raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from strongroom import values
+from strongroom.audit import AuditEvent, ChainReport, Outcome, clip, verify_chain
+from strongroom.config import Settings
+from strongroom.crypto import Identity, Sealed, open_sealed, seal
+from strongroom.datakeys import DataKeys
+from strongroom.errors import (
+    AuditError,
+    IntegrityError,
+    NotFound,
+    StoreError,
+    StrongroomError,
+    ValidationError,
+)
+from strongroom.keyring import Keyring, build_keyring
+from strongroom.store import create_store_engine, ensure_schema, transaction
+from strongroom.store import repository as repo
+from strongroom.store.schema import VersionState
+
+T = TypeVar("T")
+
+# Namespaces and names follow Kubernetes object naming (RFC 1123 subdomain); keys follow
+# Kubernetes Secret data keys, so everything in the store can be projected into a Secret.
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretValue:
+    """A decrypted version of a secret. ``repr`` never shows the data."""
+
+    namespace: str
+    name: str
+    version: int
+    data: Mapping[str, Any] = dataclasses.field(repr=False)
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretInfo:
+    """What ``list`` shows: names and metadata, never values."""
+
+    namespace: str
+    name: str
+    version: int
+    keys: tuple[str, ...]
+    description: str
+    updated_at: datetime
+
+
+class Strongroom:
+    """Open with :meth:`open`; safe to share between threads."""
+
+    def __init__(self, settings: Settings, *, engine: Engine, keyring: Keyring) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.data_keys = DataKeys(engine, keyring, settings.data_keys, actor=settings.actor)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, keyring: Keyring | None = None) -> Strongroom:
+        settings = settings or Settings.from_env()
+        ring = keyring or build_keyring(settings)
+        engine = create_store_engine(settings.database_url)
+        ensure_schema(engine, auto_migrate=settings.auto_migrate)
+        return cls(settings, engine=engine, keyring=ring)
+
+    def close(self) -> None:
+        self.data_keys.forget()
+        self.engine.dispose()
+
+    def __enter__(self) -> Strongroom:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _check_name(self, what: str, text: str) -> None:
+        limit = self.settings.limits.max_name_length
+        if not text:
+            raise ValidationError(f"{what} must not be empty")
+        if len(text) > limit:
+            raise ValidationError(f"{what} is {len(text)} characters; the limit is {limit}")
+        if not _NAME_RE.fullmatch(text):
+            raise ValidationError(
+                f"{what} {text!r} must be lowercase letters, digits, '-' or '.', "
+                "starting and ending with a letter or digit"
+            )
+
+    def _check_key(self, key: str) -> None:
+        limit = self.settings.limits.max_key_length
+        if not key:
+            raise ValidationError("a key must not be empty")
+        if len(key) > limit:
+            raise ValidationError(f"key is {len(key)} characters; the limit is {limit}")
+        if not _KEY_RE.fullmatch(key) or key in {".", ".."}:
+            raise ValidationError(
+                f"key {key!r} may contain only letters, digits, '-', '_' and '.'"
+            )
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        raw = values.encode(value)
+        limit = self.settings.limits.max_value_bytes
+        if len(raw) > limit:
+            raise ValidationError(
+                f"value of key {key!r} is {len(raw)} bytes as JSON; the limit is {limit}"
+            )
+        return raw
+
+    # -- auditing ---------------------------------------------------------------------------
+
+    def _event(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        actor: str | None,
+        namespace: str = "",
+        name: str = "",
+        key: str = "",
+        version: int | None = None,
+        detail: str = "",
+    ) -> AuditEvent:
+        return AuditEvent(
+            time=datetime.now(UTC),
+            actor=clip(actor or self.settings.actor),
+            action=action,
+            outcome=outcome,
+            namespace=namespace[:253],
+            name=name[:253],
+            key=clip(key),
+            version=version,
+            detail=clip(detail),
+        )
+
+    def _audited(
+        self,
+        body: Callable[[Connection], tuple[T, AuditEvent]],
+        failure: Callable[[StrongroomError], AuditEvent],
+    ) -> T:
+        """Run ``body`` and its audit event in one transaction; audit failures too."""
+        try:
+            with transaction(self.engine) as conn:
+                result, event = body(conn)
+                repo.append_audit(conn, event)
+            return result
+        except StoreError as exc:
+            raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
+        except (ValidationError, NotFound, IntegrityError) as exc:
+            event = failure(exc)
+            try:
+                with transaction(self.engine) as conn:
+                    repo.append_audit(conn, event)
+            except StoreError as audit_exc:
+                raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
+            raise
+
+    # -- operations -------------------------------------------------------------------------
+
+    def set(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, Any],
+        *,
+        remove: Iterable[str] = (),
+        replace: bool = False,
+        description: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Write a new version: ``data`` merged over the current keys (or replacing them).
+
+        Returns the new version number. Unchanged keys are re-encrypted under the new version,
+        because each ciphertext is bound to its version number.
+        """
+        self._check_name("namespace", namespace)
+        self._check_name("name", name)
+        removed = set(remove)
+        for key in [*data, *removed]:
+            self._check_key(key)
+        encoded = {key: self._encode(key, value) for key, value in data.items()}
+        if not encoded and not removed and description is None:
+            raise ValidationError("nothing to set: give at least one KEY=VALUE")
+        touched = ",".join(sorted({*encoded, *removed}))
+        # Outside the transaction: starting a seed opens a transaction of its own (and may call
+        # the KEK), which must not nest inside SQLite's write lock.
+        data_key_id, seed = self.data_keys.for_write()
+
+        def body(conn: Connection) -> tuple[int, AuditEvent]:
+            now = datetime.now(UTC)
+            secret = repo.find_secret(conn, namespace, name)
+            if secret is None:
+                secret_id = repo.create_secret(conn, namespace, name, description or "", now)
+                secret = repo.SecretRow(secret_id, namespace, name, description or "", 0, now, now)
+            plain: dict[str, bytes] = {}
+            existing: set[str] = set()
+            if secret.current_version and not replace:
+                for row in repo.version_rows(conn, secret.id, secret.current_version):
+                    existing.add(row.key)
+                    if row.key not in encoded and row.key not in removed:
+                        plain[row.key] = self._decrypt(conn, secret, row)
+                missing = removed - existing
+                if missing:
+                    raise NotFound(f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove")
+            plain.update(encoded)
+            if not plain:
+                raise ValidationError("a secret must keep at least one key; delete it instead")
+            version = secret.current_version + 1
+            rows = []
+            for key, raw in plain.items():
+                sealed = seal(seed, Identity(namespace, name, key, version, data_key_id), raw)
+                rows.append(
+                    repo.NewVersion(
+                        key, data_key_id, sealed.format_version, sealed.salt, sealed.nonce,
+                        sealed.ciphertext,
+                    )
+                )
+            who = actor or self.settings.actor
+            repo.add_version(
+                conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
+                description=description, keep_versions=self.settings.keep_versions,
+            )
+            event = self._event(
+                "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name,
+                key=touched, version=version,
+            )
+            return version, event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                "secret.set", _outcome(exc), actor=actor, namespace=namespace, name=name,
+                key=touched, detail=str(exc),
+            ),
+        )
+
+    def get(
+        self,
+        namespace: str,
+        name: str,
+        key: str | None = None,
+        *,
+        version: int | None = None,
+        actor: str | None = None,
+        action: str = "secret.get",
+    ) -> SecretValue:
+        """Decrypt the current (or a given) version, all keys or one."""
+
+        def body(conn: Connection) -> tuple[SecretValue, AuditEvent]:
+            secret = self._require(conn, namespace, name)
+            wanted = version if version is not None else secret.current_version
+            rows = repo.version_rows(conn, secret.id, wanted)
+            if not rows:
+                raise NotFound(f"{namespace}/{name} has no version {wanted}")
+            if key is not None:
+                rows = [row for row in rows if row.key == key]
+                if not rows:
+                    raise NotFound(f"{namespace}/{name} has no key {key!r}")
+            if rows[0].state == VersionState.DESTROYED:
+                raise NotFound(f"version {wanted} of {namespace}/{name} was destroyed")
+            data = {row.key: values.decode(self._decrypt(conn, secret, row)) for row in rows}
+            event = self._event(
+                action, Outcome.OK, actor=actor, namespace=namespace, name=name,
+                key=key or "", version=wanted,
+            )
+            return SecretValue(namespace, name, wanted, data, secret.description), event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                action, _outcome(exc), actor=actor, namespace=namespace, name=name,
+                key=key or "", version=version, detail=str(exc),
+            ),
+        )
+
+    def verify(
+        self, namespace: str, name: str, key: str, candidate: Any, *, actor: str | None = None
+    ) -> bool:
+        """Constant-time comparison of ``candidate`` with the stored value (pgpm's verify)."""
+        try:
+            wanted = values.encode(candidate)
+        except ValidationError:
+            wanted = b""
+
+        def body(conn: Connection) -> tuple[bool, AuditEvent]:
+            secret = self._require(conn, namespace, name)
+            rows = [
+                row
+                for row in repo.version_rows(conn, secret.id, secret.current_version)
+                if row.key == key
+            ]
+            if not rows:
+                raise NotFound(f"{namespace}/{name} has no key {key!r}")
+            stored = self._decrypt(conn, secret, rows[0])
+            match = hmac.compare_digest(stored, wanted)
+            event = self._event(
+                "secret.verify", Outcome.OK if match else Outcome.MISMATCH, actor=actor,
+                namespace=namespace, name=name, key=key, version=secret.current_version,
+            )
+            return match, event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                "secret.verify", _outcome(exc), actor=actor, namespace=namespace, name=name,
+                key=key, detail=str(exc),
+            ),
+        )
+
+    def list(self, namespace: str | None = None, *, actor: str | None = None) -> list[SecretInfo]:
+        """Names, versions and key names; never a value."""
+
+        def body(conn: Connection) -> tuple[list[SecretInfo], AuditEvent]:
+            rows = repo.list_secrets(conn, namespace)
+            keys = repo.keys_of_versions(conn, [row.id for row in rows])
+            infos = [
+                SecretInfo(
+                    row.namespace, row.name, row.current_version, tuple(keys.get(row.id, ())),
+                    row.description, row.updated_at,
+                )
+                for row in rows
+            ]
+            event = self._event(
+                "secret.list", Outcome.OK, actor=actor, namespace=namespace or "",
+                detail=f"{len(infos)} secrets",
+            )
+            return infos, event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                "secret.list", _outcome(exc), actor=actor, namespace=namespace or "",
+                detail=str(exc),
+            ),
+        )
+
+    def delete(self, namespace: str, name: str, *, actor: str | None = None) -> int:
+        """Delete a secret and every version of it; returns the version it had."""
+
+        def body(conn: Connection) -> tuple[int, AuditEvent]:
+            secret = self._require(conn, namespace, name)
+            repo.delete_secret(conn, secret.id)
+            event = self._event(
+                "secret.delete", Outcome.OK, actor=actor, namespace=namespace, name=name,
+                version=secret.current_version,
+            )
+            return secret.current_version, event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                "secret.delete", _outcome(exc), actor=actor, namespace=namespace, name=name,
+                detail=str(exc),
+            ),
+        )
+
+    def history(self, namespace: str, name: str) -> list[tuple[int, str, str, datetime]]:
+        """(version, state, created by, created at), newest first; metadata only."""
+        with transaction(self.engine) as conn:
+            secret = self._require(conn, namespace, name)
+            return repo.version_history(conn, secret.id)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit_verify(self) -> ChainReport:
+        with self.engine.connect() as conn:
+            head_seq, head_hash = repo.audit_chain_head(conn)
+            return verify_chain(repo.iter_audit(conn), head_seq=head_seq, head_hash=head_hash)
+
+    def audit_tail(self, count: int = 20) -> list[AuditEvent]:
+        with self.engine.connect() as conn:
+            return repo.audit_tail(conn, count)
+
+    def audit_events(self) -> Iterator[AuditEvent]:
+        with self.engine.connect() as conn:
+            yield from repo.iter_audit(conn)
+
+    def record(self, event: AuditEvent) -> None:
+        """Append an event for an action taken outside the store (the operator's syncs)."""
+        try:
+            with transaction(self.engine) as conn:
+                repo.append_audit(conn, event)
+        except StoreError as exc:
+            raise AuditError(f"could not write the audit event: {exc}") from None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _require(self, conn: Connection, namespace: str, name: str) -> repo.SecretRow:
+        secret = repo.find_secret(conn, namespace, name)
+        if secret is None or secret.current_version == 0:
+            raise NotFound(f"secret {namespace}/{name} not found")
+        return secret
+
+    def _decrypt(self, conn: Connection, secret: repo.SecretRow, row: repo.VersionRow) -> bytes:
+        if row.ciphertext is None or row.salt is None or row.nonce is None:
+            raise NotFound(f"version {row.version} of {secret.namespace}/{secret.name} was destroyed")
+        seed = self.data_keys.seed(row.data_key_id, _preload(conn, row.data_key_id, self))
+        identity = Identity(secret.namespace, secret.name, row.key, row.version, row.data_key_id)
+        return open_sealed(seed, identity, Sealed(row.salt, row.nonce, row.ciphertext, row.format))
+
+
+def _preload(conn: Connection, data_key_id: str, room: Strongroom) -> repo.DataKeyRow | None:
+    """Fetch the data key row inside the caller's transaction only on a cache miss."""
+    if room.data_keys.is_cached(data_key_id):
+        return None
+    return repo.get_data_key(conn, data_key_id)
+
+
+def _outcome(exc: StrongroomError) -> str:
+    if isinstance(exc, NotFound):
+        return Outcome.NOT_FOUND
+    if isinstance(exc, ValidationError):
+        return Outcome.INVALID
+    return Outcome.ERROR

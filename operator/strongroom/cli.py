@@ -1,0 +1,406 @@
+"""The ``strongroom`` command line.
+
+Errors are one line on stderr and a non-zero exit (1: failed, 2: bad usage), never a
+traceback (set STRONGROOM_DEBUG=1 to get one for an unexpected failure). Values are printed
+only by ``secret get``; everything else shows names, versions and masked values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets as pysecrets
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from strongroom import values
+from strongroom.api import Strongroom
+from strongroom.config import KekSpec, Settings
+from strongroom.errors import StrongroomError, ValidationError
+
+MASK = "••••••••"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(StrongroomError):
+    """Bad arguments found after parsing (exit 2, like argparse's own)."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    kek = KekSpec.parse(args.kek) if getattr(args, "kek", None) else None
+    return Settings.from_env(database_url=args.database_url, kek=kek)
+
+
+def _open(args: argparse.Namespace) -> Strongroom:
+    return Strongroom.open(_settings(args))
+
+
+def _ref(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise UsageError(f"{text!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
+# --- keygen / db ---------------------------------------------------------------------------
+
+
+def cmd_keygen(_args: argparse.Namespace) -> int:
+    print(pysecrets.token_hex(32))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from strongroom.store import create_store_engine, upgrade
+
+    engine = create_store_engine(_settings(args).database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"database schema already at {after}")
+    else:
+        print(f"database schema upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+# --- secret --------------------------------------------------------------------------------
+
+
+def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for item in args.assignments:
+        if ":=" in item and ("=" not in item or item.index(":=") < item.index("=")):
+            key, _, raw = item.partition(":=")
+            try:
+                data[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                raise UsageError(f"{key}:= needs a JSON value (e.g. {key}:='{{\"a\": 1}}')") from None
+        elif "=" in item:
+            key, _, raw = item.partition("=")
+            data[key] = raw
+        else:
+            raise UsageError(f"{item!r} is not KEY=VALUE or KEY:=JSON")
+        if not key:
+            raise UsageError(f"{item!r} has an empty key")
+    for item in args.from_file or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise UsageError(f"--from-file {item!r} is not KEY=PATH")
+        data[key] = _read_text(path, key)
+    return data
+
+
+def _read_text(path: str, key: str) -> str:
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--from-file {key}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"--from-file {key}: {path} is not UTF-8 text") from None
+
+
+def cmd_secret_set(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    data = _parse_assignments(args)
+    with _open(args) as room:
+        version = room.set(
+            namespace, name, data, remove=args.unset or (), replace=args.replace,
+            description=args.description,
+        )
+    print(f"{namespace}/{name}: version {version}")
+    return 0
+
+
+def cmd_secret_get(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    with _open(args) as room:
+        secret = room.get(namespace, name, args.key, version=args.version)
+    if args.json:
+        doc = {
+            "namespace": secret.namespace,
+            "name": secret.name,
+            "version": secret.version,
+            "data": dict(secret.data),
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif args.key is not None:
+        text = values.render(secret.data[args.key])
+        sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
+    else:
+        for key, value in secret.data.items():
+            print(f"{key}={values.render(value)}")
+    return 0
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    with _open(args) as room:
+        infos = room.list(args.namespace)
+    if args.json:
+        doc = [
+            {
+                "namespace": info.namespace,
+                "name": info.name,
+                "version": info.version,
+                "keys": {key: MASK for key in info.keys},
+                "description": info.description,
+                "updatedAt": info.updated_at.isoformat(),
+            }
+            for info in infos
+        ]
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    if not infos:
+        print("no secrets", file=sys.stderr)
+        return 0
+    width = max(len(f"{i.namespace}/{i.name}") for i in infos)
+    print(f"{'SECRET':<{width}}  VERSION  KEYS")
+    for info in infos:
+        keys = " ".join(f"{key}={MASK}" for key in info.keys)
+        print(f"{info.namespace + '/' + info.name:<{width}}  {info.version:<7}  {keys}")
+    return 0
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    with _open(args) as room:
+        version = room.delete(namespace, name)
+    print(f"{namespace}/{name}: deleted (was version {version})")
+    return 0
+
+
+def cmd_secret_verify(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    raw = sys.stdin.read()
+    if raw.endswith("\n"):
+        raw = raw[:-1]
+    candidate: Any = raw
+    if args.json:
+        try:
+            candidate = json.loads(raw)
+        except json.JSONDecodeError:
+            raise UsageError("--json: the candidate on stdin is not JSON") from None
+    with _open(args) as room:
+        match = room.verify(namespace, name, args.key, candidate)
+    print("match" if match else "mismatch")
+    return 0 if match else 1
+
+
+def cmd_secret_history(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    with _open(args) as room:
+        rows = room.history(namespace, name)
+    print("VERSION  STATE      CREATED                           BY")
+    for version, state, by, at in rows:
+        print(f"{version:<7}  {state:<9}  {at.isoformat():<32}  {by}")
+    return 0
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    with _open(args) as room:
+        report = room.audit_verify()
+    if report.ok:
+        print(f"audit chain intact: {report.count} events")
+        return 0
+    print(
+        f"strongroom: audit chain broken at event {report.first_bad_seq}: {report.reason}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    with _open(args) as room:
+        events = room.audit_tail(args.count)
+    for event in events:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "seq": event.seq,
+                        "time": event.time.isoformat(),
+                        "actor": event.actor,
+                        "action": event.action,
+                        "namespace": event.namespace,
+                        "name": event.name,
+                        "key": event.key,
+                        "version": event.version,
+                        "outcome": event.outcome,
+                        "detail": event.detail,
+                        "hash": event.hash,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            target = f"{event.namespace}/{event.name}" if event.name else event.namespace or "-"
+            if event.key:
+                target += f" [{event.key}]"
+            version = f" v{event.version}" if event.version is not None else ""
+            print(
+                f"{event.seq:>6} {event.time.isoformat(timespec='seconds')} {event.actor} "
+                f"{event.action} {target}{version} {event.outcome}"
+                + (f" ({event.detail})" if event.detail else "")
+            )
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strongroom",
+        description=(
+            "Strongroom keeps secrets envelope-encrypted in a database and syncs them into "
+            "Kubernetes Secrets. Configuration comes from STRONGROOM_* environment variables; "
+            "the flags below override them."
+        ),
+        epilog=(
+            "environment: STRONGROOM_DATABASE_URL (default sqlite:///strongroom.db), "
+            "STRONGROOM_KEK (local | awskms:<key> | vault:<transit key>), "
+            "STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE (64 hex characters)"
+        ),
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the store")
+    parser.add_argument("--kek", help="KEK for new data keys: local, awskms:<key>, vault:<key>")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    keygen = sub.add_parser("keygen", help="print a new random master key (64 hex characters)")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    db = sub.add_parser("db", help="manage the database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    db_up = db_sub.add_parser("upgrade", help="run migrations up to the latest schema")
+    db_up.set_defaults(handler=cmd_db_upgrade)
+
+    secret = sub.add_parser("secret", help="set, read, list, verify and delete secrets")
+    s_sub = secret.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
+
+    s_set = s_sub.add_parser(
+        "set",
+        help="write a new version of a secret",
+        description=(
+            "Write a new version of NS/NAME. KEY=VALUE stores a string, KEY:=JSON a JSON "
+            "value. Keys not named keep their current values unless --replace is given. "
+            "Values on the command line land in shell history: prefer --from-file KEY=PATH "
+            "or --from-file KEY=- (standard input)."
+        ),
+    )
+    s_set.add_argument("ref", metavar="NS/NAME")
+    s_set.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    s_set.add_argument("--from-file", action="append", metavar="KEY=PATH",
+                       help="read KEY's value from a UTF-8 file ('-' for standard input)")
+    s_set.add_argument("--unset", action="append", metavar="KEY", help="remove KEY")
+    s_set.add_argument("--replace", action="store_true",
+                       help="the new version holds only the keys given")
+    s_set.add_argument("--description", help="a note about the secret (not encrypted)")
+    s_set.set_defaults(handler=cmd_secret_set)
+
+    s_get = s_sub.add_parser(
+        "get", help="print a secret's values",
+        description="Print all keys as KEY=VALUE lines, or one KEY's bare value.",
+    )
+    s_get.add_argument("ref", metavar="NS/NAME")
+    s_get.add_argument("key", nargs="?", metavar="KEY")
+    s_get.add_argument("--version", type=_positive, help="an earlier version (default: current)")
+    s_get.add_argument("--json", action="store_true", help="print a JSON document")
+    s_get.set_defaults(handler=cmd_secret_get)
+
+    s_list = s_sub.add_parser("list", help="list secrets with masked values")
+    s_list.add_argument("namespace", nargs="?", metavar="NS")
+    s_list.add_argument("--json", action="store_true", help="print JSON")
+    s_list.set_defaults(handler=cmd_secret_list)
+
+    s_del = s_sub.add_parser("delete", help="delete a secret and all its versions")
+    s_del.add_argument("ref", metavar="NS/NAME")
+    s_del.set_defaults(handler=cmd_secret_delete)
+
+    s_ver = s_sub.add_parser(
+        "verify",
+        help="check a candidate value from stdin against the stored one",
+        description=(
+            "Read a candidate value on standard input (one trailing newline is ignored) and "
+            "compare it in constant time with KEY's stored value without printing it. "
+            "Exit 0 on a match, 1 otherwise."
+        ),
+    )
+    s_ver.add_argument("ref", metavar="NS/NAME")
+    s_ver.add_argument("key", metavar="KEY")
+    s_ver.add_argument("--json", action="store_true", help="the candidate is JSON")
+    s_ver.set_defaults(handler=cmd_secret_verify)
+
+    s_hist = s_sub.add_parser("history", help="list a secret's versions (no values)")
+    s_hist.add_argument("ref", metavar="NS/NAME")
+    s_hist.set_defaults(handler=cmd_secret_history)
+
+    audit = sub.add_parser("audit", help="inspect the tamper-evident audit log")
+    a_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    a_ver = a_sub.add_parser(
+        "verify", help="check the hash chain; exit 0 only if it is intact",
+    )
+    a_ver.set_defaults(handler=cmd_audit_verify)
+    a_tail = a_sub.add_parser("tail", help="print the latest audit events")
+    a_tail.add_argument("-n", "--count", type=_positive, default=20, help="how many (default 20)")
+    a_tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    a_tail.set_defaults(handler=cmd_audit_tail)
+
+    _register_extensions(sub)
+    return parser
+
+
+def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands from layers that need optional dependencies (the operator, KEK tools)."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"strongroom: error: {exc}", file=sys.stderr)
+        return 2
+    except StrongroomError as exc:
+        print(f"strongroom: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("strongroom: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback, no values
+        if os.environ.get("STRONGROOM_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"strongroom: internal error ({type(exc).__name__}); "
+            "set STRONGROOM_DEBUG=1 for a traceback",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Typed settings, read once from ``STRONGROOM_*`` environment variables.
+
+Every variable goes through :func:`_read`, so a malformed value fails fast with the
+variable's name in the message and nothing is half-configured. Flags on the command line
+override the environment by passing keyword arguments to :meth:`Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from strongroom.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "sqlite:///strongroom.db"
+MASTER_KEY_HEX_LENGTH = 64
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``1h30m``, ``45s``, ``7d`` (Go-style, plus days) into a timedelta.
+
+    Durations appear in settings and in ManagedSecret specs; one parser keeps them alike.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    pos = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h30m or 7d")
+    return timedelta(seconds=seconds)
+
+
+def parse_bool(text: str) -> bool:
+    """Accept the spellings people actually put in environment variables."""
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def parse_positive_int(text: str) -> int:
+    value = int(text.strip())
+    if value <= 0:
+        raise ValueError(f"{value} is not a positive integer")
+    return value
+
+
+def parse_master_key(text: str) -> bytes:
+    """A master key is exactly 64 hexadecimal characters (32 bytes)."""
+    cleaned = text.strip()
+    if len(cleaned) != MASTER_KEY_HEX_LENGTH or not re.fullmatch(r"[0-9a-fA-F]+", cleaned):
+        raise ValueError(
+            f"must be {MASTER_KEY_HEX_LENGTH} hexadecimal characters "
+            f"(got {len(cleaned)} characters); generate one with `strongroom keygen`"
+        )
+    return bytes.fromhex(cleaned)
+
+
+@dataclasses.dataclass(frozen=True)
+class KekSpec:
+    """Which key-encryption key new data keys are wrapped with."""
+
+    provider: str
+    """``local``, ``awskms`` or ``vault``."""
+    key: str
+    """The provider's key name: empty for local, a key id/ARN/alias for awskms, a transit key."""
+
+    @classmethod
+    def parse(cls, text: str) -> KekSpec:
+        text = text.strip()
+        if text == "local":
+            return cls("local", "")
+        provider, sep, key = text.partition(":")
+        if provider in {"awskms", "vault"} and sep and key.strip():
+            return cls(provider, key.strip())
+        raise ValueError(
+            f"{text!r} is not a KEK: use `local`, `awskms:<key id, ARN or alias>` "
+            "or `vault:<transit key name>`"
+        )
+
+    def __str__(self) -> str:
+        return self.provider if self.provider == "local" else f"{self.provider}:{self.key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds on what the store accepts, so one bad write cannot bloat every sync."""
+
+    max_name_length: int = 253
+    """Longest namespace or secret name (Kubernetes' own limit for object names)."""
+    max_key_length: int = 253
+    """Longest key within a secret (Kubernetes' limit for Secret data keys)."""
+    max_value_bytes: int = 1 << 20
+    """Largest JSON-encoded value; Kubernetes Secrets cannot exceed 1 MiB in total."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKeyPolicy:
+    """When a new data key seed is started (KMS v2 style)."""
+
+    max_uses: int = 1_000_000
+    """Value versions encrypted under one seed before a new seed is started."""
+    max_age: timedelta = timedelta(days=30)
+    """Age after which a seed stops being used for new writes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything Strongroom needs to open its store and keyring."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy URL; SQLite by default, ``postgresql+psycopg://…`` in production."""
+    kek: KekSpec = dataclasses.field(default_factory=lambda: KekSpec("local", ""))
+    """KEK for new data keys (STRONGROOM_KEK)."""
+    master_key: bytes | None = dataclasses.field(default=None, repr=False)
+    """Local KEK material; never printed (repr=False)."""
+    actor: str = ""
+    """Who the audit log says acted; defaults to user@host."""
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    data_keys: DataKeyPolicy = dataclasses.field(default_factory=DataKeyPolicy)
+    keep_versions: int = 10
+    """Versions kept readable per secret; older ones are destroyed (ciphertext erased)."""
+    auto_migrate: bool = True
+    """Create or upgrade the schema on open (turn off where migrations are a deploy step)."""
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=_read(env, "STRONGROOM_DATABASE_URL", str, DEFAULT_DATABASE_URL),
+            kek=_read(env, "STRONGROOM_KEK", KekSpec.parse, KekSpec("local", "")),
+            master_key=_master_key(env),
+            actor=_read(env, "STRONGROOM_ACTOR", str, "") or _default_actor(),
+            limits=Limits(
+                max_name_length=_read(
+                    env, "STRONGROOM_MAX_NAME_LENGTH", parse_positive_int, 253
+                ),
+                max_key_length=_read(env, "STRONGROOM_MAX_KEY_LENGTH", parse_positive_int, 253),
+                max_value_bytes=_read(
+                    env, "STRONGROOM_MAX_VALUE_BYTES", parse_positive_int, 1 << 20
+                ),
+            ),
+            data_keys=DataKeyPolicy(
+                max_uses=_read(env, "STRONGROOM_SEED_MAX_USES", parse_positive_int, 1_000_000),
+                max_age=_read(env, "STRONGROOM_SEED_MAX_AGE", parse_duration, timedelta(days=30)),
+            ),
+            keep_versions=_read(env, "STRONGROOM_KEEP_VERSIONS", parse_positive_int, 10),
+            auto_migrate=_read(env, "STRONGROOM_AUTO_MIGRATE", parse_bool, True),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(settings, **clean) if clean else settings  # type: ignore[arg-type]
+
+
+def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _master_key(env: Mapping[str, str]) -> bytes | None:
+    inline = env.get("STRONGROOM_MASTER_KEY") or None
+    path = env.get("STRONGROOM_MASTER_KEY_FILE") or None
+    if inline and path:
+        raise ConfigError("set STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE, not both")
+    if inline:
+        try:
+            return parse_master_key(inline)
+        except ValueError as exc:
+            raise ConfigError(f"STRONGROOM_MASTER_KEY: {exc}") from None
+    if path:
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
+            raise ConfigError(f"STRONGROOM_MASTER_KEY_FILE: cannot read {path}: {reason}") from None
+        try:
+            return parse_master_key(text)
+        except ValueError as exc:
+            raise ConfigError(f"STRONGROOM_MASTER_KEY_FILE ({path}): {exc}") from None
+    return None
+
+
+def _default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"

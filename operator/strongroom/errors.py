@@ -1,0 +1,66 @@
+"""One error root for everything Strongroom raises on purpose.
+
+Callers at the edges (the CLI, the kopf handlers) catch :class:`StrongroomError` and turn it
+into one line on stderr or a condition on a resource. Messages are written for the person
+operating Strongroom: they name what was wrong and what to do, and they never carry a secret
+value, key material or a provider's raw response body.
+"""
+
+from __future__ import annotations
+
+
+class StrongroomError(Exception):
+    """Root of every deliberate Strongroom failure."""
+
+
+class ConfigError(StrongroomError):
+    """A setting (environment variable, flag, file) is missing or malformed."""
+
+
+class ValidationError(StrongroomError):
+    """An input (name, key, value, argument) breaks a rule; nothing was written."""
+
+
+class NotFound(StrongroomError):  # noqa: N818 - the name reads as the condition it reports
+    """The secret, key or version asked for does not exist."""
+
+
+class KeyringError(StrongroomError):
+    """The key-encryption key could not be used."""
+
+
+class WrapError(KeyringError):
+    """Wrapping a data key seed with the KEK failed."""
+
+
+class UnwrapError(KeyringError):
+    """Unwrapping a data key seed failed: wrong KEK, KEK unavailable or tampered seed."""
+
+
+class IntegrityError(StrongroomError):
+    """Stored ciphertext does not authenticate.
+
+    Deliberately says nothing about which byte or field was wrong (as fernet's InvalidToken).
+    """
+
+
+class AuditError(StrongroomError):
+    """The audit event could not be written, so the operation did not happen (fail closed)."""
+
+
+class StoreError(StrongroomError):
+    """The database could not be reached or refused the operation."""
+
+
+__all__ = [
+    "AuditError",
+    "ConfigError",
+    "IntegrityError",
+    "KeyringError",
+    "NotFound",
+    "StoreError",
+    "StrongroomError",
+    "UnwrapError",
+    "ValidationError",
+    "WrapError",
+]

@@ -1,0 +1,86 @@
+"""Database engines that behave alike on SQLite and PostgreSQL.
+
+SQLite: WAL journal, foreign keys on, a generous busy timeout, and every transaction opened
+with ``BEGIN IMMEDIATE`` so that concurrent writers (operator replicas, the CLI) queue for the
+write lock instead of failing mid-transaction. pysqlite's own transaction handling is turned off
+for that (the SQLAlchemy-documented recipe).
+
+PostgreSQL: psycopg 3; ``postgresql://`` URLs are mapped to the psycopg driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from strongroom.errors import ConfigError, StoreError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def normalize_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_store_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise ConfigError(
+            "STRONGROOM_DATABASE_URL is not a database URL "
+            "(e.g. sqlite:///strongroom.db or postgresql://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in {"sqlite", "postgresql"}:
+        raise ConfigError(f"STRONGROOM_DATABASE_URL: unsupported database {backend!r}")
+    try:
+        if backend == "sqlite":
+            engine = create_engine(
+                parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False
+            )
+            _configure_sqlite(engine)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except NoSuchModuleError:
+        raise ConfigError(f"STRONGROOM_DATABASE_URL: no driver for {parsed.drivername}") from None
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe_db_error(exc: SQLAlchemyError) -> str:
+    """One line about a database failure, without SQL parameters (they may hold ciphertext)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return f"{type(exc.orig).__name__}: {text}"[:300]
+    return type(exc).__name__
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; database failures become a :class:`StoreError` with a clean message."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database error: {describe_db_error(exc)}") from None

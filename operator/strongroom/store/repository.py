@@ -1,0 +1,400 @@
+"""Queries, one function per question, all taking an open :class:`Connection`.
+
+The caller owns the transaction, so an operation and its audit event commit or fail together.
+Rows come back as frozen dataclasses; ciphertext stays opaque bytes here (the store never
+imports the crypto layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+
+from strongroom.audit import AuditEvent, seal_event
+from strongroom.store.schema import (
+    DataKeyState,
+    VersionState,
+    audit_events,
+    audit_head,
+    data_keys,
+    secret_versions,
+    secrets,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRow:
+    id: int
+    namespace: str
+    name: str
+    description: str
+    current_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionRow:
+    id: int
+    secret_id: int
+    version: int
+    key: str
+    data_key_id: str
+    format: int
+    salt: bytes | None
+    nonce: bytes | None
+    ciphertext: bytes | None = dataclasses.field(repr=False)
+    state: str
+    created_by: str
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class NewVersion:
+    key: str
+    data_key_id: str
+    format: int
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKeyRow:
+    id: str
+    provider: str
+    kek_id: str
+    kek_version: str
+    wrapped_seed: bytes = dataclasses.field(repr=False)
+    state: str
+    created_at: datetime
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def _secret(row: Row[tuple[object, ...]]) -> SecretRow:
+    return SecretRow(*row)  # type: ignore[arg-type]
+
+
+_SECRET_COLUMNS = (
+    secrets.c.id,
+    secrets.c.namespace,
+    secrets.c.name,
+    secrets.c.description,
+    secrets.c.current_version,
+    secrets.c.created_at,
+    secrets.c.updated_at,
+)
+
+_VERSION_COLUMNS = (
+    secret_versions.c.id,
+    secret_versions.c.secret_id,
+    secret_versions.c.version,
+    secret_versions.c.key,
+    secret_versions.c.data_key_id,
+    secret_versions.c.format,
+    secret_versions.c.salt,
+    secret_versions.c.nonce,
+    secret_versions.c.ciphertext,
+    secret_versions.c.state,
+    secret_versions.c.created_by,
+    secret_versions.c.created_at,
+)
+
+
+def find_secret(conn: Connection, namespace: str, name: str) -> SecretRow | None:
+    row = conn.execute(
+        select(*_SECRET_COLUMNS).where(secrets.c.namespace == namespace, secrets.c.name == name)
+    ).first()
+    return None if row is None else _secret(row)
+
+
+def create_secret(
+    conn: Connection, namespace: str, name: str, description: str, now: datetime
+) -> int:
+    result = conn.execute(
+        insert(secrets).values(
+            namespace=namespace,
+            name=name,
+            description=description,
+            current_version=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None  # noqa: S101 - an INSERT always yields a key
+    return int(key[0])
+
+
+def list_secrets(conn: Connection, namespace: str | None) -> list[SecretRow]:
+    query = select(*_SECRET_COLUMNS).order_by(secrets.c.namespace, secrets.c.name)
+    if namespace is not None:
+        query = query.where(secrets.c.namespace == namespace)
+    return [_secret(row) for row in conn.execute(query)]
+
+
+def keys_of_versions(
+    conn: Connection, secret_ids: Sequence[int]
+) -> dict[int, list[str]]:
+    """Key names (not values) of each secret's current version, for masked listings."""
+    if not secret_ids:
+        return {}
+    rows = conn.execute(
+        select(secret_versions.c.secret_id, secret_versions.c.key)
+        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
+        .where(
+            secret_versions.c.secret_id.in_(secret_ids),
+            secret_versions.c.version == secrets.c.current_version,
+        )
+        .order_by(secret_versions.c.key)
+    )
+    out: dict[int, list[str]] = {}
+    for secret_id, key in rows:
+        out.setdefault(secret_id, []).append(key)
+    return out
+
+
+def delete_secret(conn: Connection, secret_id: int) -> None:
+    conn.execute(delete(secret_versions).where(secret_versions.c.secret_id == secret_id))
+    conn.execute(delete(secrets).where(secrets.c.id == secret_id))
+
+
+# --- versions ------------------------------------------------------------------------------
+
+
+def version_rows(conn: Connection, secret_id: int, version: int) -> list[VersionRow]:
+    rows = conn.execute(
+        select(*_VERSION_COLUMNS)
+        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
+        .order_by(secret_versions.c.key)
+    )
+    return [VersionRow(*row) for row in rows]
+
+
+def add_version(
+    conn: Connection,
+    *,
+    secret: SecretRow,
+    version: int,
+    rows: Iterable[NewVersion],
+    created_by: str,
+    now: datetime,
+    description: str | None,
+    keep_versions: int,
+) -> None:
+    """Write version ``version`` as current; the old current becomes previous; prune history."""
+    conn.execute(
+        insert(secret_versions),
+        [
+            {
+                "secret_id": secret.id,
+                "version": version,
+                "key": row.key,
+                "data_key_id": row.data_key_id,
+                "format": row.format,
+                "salt": row.salt,
+                "nonce": row.nonce,
+                "ciphertext": row.ciphertext,
+                "state": VersionState.CURRENT,
+                "created_by": created_by,
+                "created_at": now,
+            }
+            for row in rows
+        ],
+    )
+    if secret.current_version:
+        conn.execute(
+            update(secret_versions)
+            .where(
+                secret_versions.c.secret_id == secret.id,
+                secret_versions.c.version == secret.current_version,
+            )
+            .values(state=VersionState.PREVIOUS)
+        )
+    if version > keep_versions:
+        destroy_versions_before(conn, secret.id, version - keep_versions + 1)
+    values: dict[str, object] = {"current_version": version, "updated_at": now}
+    if description is not None:
+        values["description"] = description
+    conn.execute(update(secrets).where(secrets.c.id == secret.id).values(**values))
+
+
+def destroy_versions_before(conn: Connection, secret_id: int, version: int) -> int:
+    """Erase the ciphertext of versions older than ``version``; the row stays as history."""
+    result = conn.execute(
+        update(secret_versions)
+        .where(
+            secret_versions.c.secret_id == secret_id,
+            secret_versions.c.version < version,
+            secret_versions.c.state != VersionState.DESTROYED,
+        )
+        .values(state=VersionState.DESTROYED, ciphertext=None, salt=None, nonce=None)
+    )
+    return int(result.rowcount)
+
+
+def version_history(conn: Connection, secret_id: int) -> list[tuple[int, str, str, datetime]]:
+    """(version, state, created_by, created_at) per version, newest first."""
+    rows = conn.execute(
+        select(
+            secret_versions.c.version,
+            func.min(secret_versions.c.state),
+            func.min(secret_versions.c.created_by),
+            func.min(secret_versions.c.created_at),
+        )
+        .where(secret_versions.c.secret_id == secret_id)
+        .group_by(secret_versions.c.version)
+        .order_by(secret_versions.c.version.desc())
+    )
+    return [(int(v), str(s), str(b), t) for v, s, b, t in rows]
+
+
+# --- data keys -----------------------------------------------------------------------------
+
+_DATA_KEY_COLUMNS = (
+    data_keys.c.id,
+    data_keys.c.provider,
+    data_keys.c.kek_id,
+    data_keys.c.kek_version,
+    data_keys.c.wrapped_seed,
+    data_keys.c.state,
+    data_keys.c.created_at,
+)
+
+
+def insert_data_key(conn: Connection, row: DataKeyRow) -> None:
+    conn.execute(insert(data_keys).values(**dataclasses.asdict(row)))
+
+
+def get_data_key(conn: Connection, data_key_id: str) -> DataKeyRow | None:
+    row = conn.execute(select(*_DATA_KEY_COLUMNS).where(data_keys.c.id == data_key_id)).first()
+    return None if row is None else DataKeyRow(*row)
+
+
+def active_data_keys(conn: Connection, provider: str, kek_id: str) -> list[DataKeyRow]:
+    """Active keys of one KEK, newest first."""
+    rows = conn.execute(
+        select(*_DATA_KEY_COLUMNS)
+        .where(
+            data_keys.c.provider == provider,
+            data_keys.c.kek_id == kek_id,
+            data_keys.c.state == DataKeyState.ACTIVE,
+        )
+        .order_by(data_keys.c.created_at.desc())
+    )
+    return [DataKeyRow(*row) for row in rows]
+
+
+def newest_data_key(conn: Connection) -> DataKeyRow | None:
+    row = conn.execute(
+        select(*_DATA_KEY_COLUMNS).order_by(data_keys.c.created_at.desc()).limit(1)
+    ).first()
+    return None if row is None else DataKeyRow(*row)
+
+
+def all_data_keys(conn: Connection) -> list[DataKeyRow]:
+    return [
+        DataKeyRow(*row)
+        for row in conn.execute(select(*_DATA_KEY_COLUMNS).order_by(data_keys.c.created_at))
+    ]
+
+
+def count_versions_using(conn: Connection, data_key_id: str) -> int:
+    value = conn.execute(
+        select(func.count()).select_from(secret_versions).where(
+            secret_versions.c.data_key_id == data_key_id
+        )
+    ).scalar_one()
+    return int(value)
+
+
+def retire_data_key(conn: Connection, data_key_id: str) -> None:
+    conn.execute(
+        update(data_keys)
+        .where(and_(data_keys.c.id == data_key_id))
+        .values(state=DataKeyState.RETIRED)
+    )
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
+    """Append to the chain inside the caller's transaction.
+
+    The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    holds the database write lock), so concurrent writers line up and the chain never forks.
+    """
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    placed = seal_event(event, seq=int(head.seq) + 1, prev_hash=str(head.hash))
+    conn.execute(
+        insert(audit_events).values(
+            seq=placed.seq,
+            time=placed.time,
+            actor=placed.actor,
+            action=placed.action,
+            namespace=placed.namespace,
+            name=placed.name,
+            key=placed.key,
+            version=placed.version,
+            outcome=placed.outcome,
+            detail=placed.detail,
+            prev_hash=placed.prev_hash,
+            hash=placed.hash,
+        )
+    )
+    conn.execute(
+        update(audit_head).where(audit_head.c.id == 1).values(seq=placed.seq, hash=placed.hash)
+    )
+    return placed
+
+
+_AUDIT_COLUMNS = (
+    audit_events.c.time,
+    audit_events.c.actor,
+    audit_events.c.action,
+    audit_events.c.outcome,
+    audit_events.c.namespace,
+    audit_events.c.name,
+    audit_events.c.key,
+    audit_events.c.version,
+    audit_events.c.detail,
+    audit_events.c.seq,
+    audit_events.c.prev_hash,
+    audit_events.c.hash,
+)
+
+
+def audit_chain_head(conn: Connection) -> tuple[int, str]:
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+    return int(head.seq), str(head.hash)
+
+
+def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(*_AUDIT_COLUMNS)
+            .where(audit_events.c.seq > last)
+            .order_by(audit_events.c.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield AuditEvent(*row)
+        last = int(rows[-1].seq)
+
+
+def audit_tail(conn: Connection, count: int) -> list[AuditEvent]:
+    rows = conn.execute(
+        select(*_AUDIT_COLUMNS).order_by(audit_events.c.seq.desc()).limit(count)
+    ).all()
+    return [AuditEvent(*row) for row in reversed(rows)]

@@ -1,0 +1,123 @@
+"""The tables, as SQLAlchemy Core metadata; the Alembic migrations create exactly these.
+
+Column names that outside tools look at are fixed by DESIGN.md: ``secret_versions``
+(``ciphertext``, ``nonce``, ``salt``, ``data_key_id``) and ``audit_events``. Nothing here ever
+holds a value in clear: ``ciphertext`` is AES-256-GCM output and ``data_keys.wrapped_seed`` is
+KEK output.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Tz = DateTime(timezone=True)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider", String(16), nullable=False),
+    Column("kek_id", String(2048), nullable=False),
+    Column("kek_version", String(64), nullable=False, default=""),
+    Column("wrapped_seed", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Tz, nullable=False),
+)
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("current_version", Integer, nullable=False, default=0),
+    Column("created_at", Tz, nullable=False),
+    Column("updated_at", Tz, nullable=False),
+    UniqueConstraint("namespace", "name", name="uq_secrets_namespace_name"),
+)
+
+secret_versions = Table(
+    "secret_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "secret_id", Integer, ForeignKey("secrets.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("key", String(253), nullable=False),
+    Column("data_key_id", String(40), ForeignKey("data_keys.id"), nullable=False),
+    Column("format", Integer, nullable=False),
+    Column("salt", LargeBinary, nullable=True),
+    Column("nonce", LargeBinary, nullable=True),
+    Column("ciphertext", LargeBinary, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", Tz, nullable=False),
+    UniqueConstraint("secret_id", "version", "key", name="uq_secret_versions_secret_version_key"),
+    Index("ix_secret_versions_data_key_id", "data_key_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("time", Tz, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+class VersionState:
+    """``secret_versions.state`` values."""
+
+    PENDING = "pending"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    DESTROYED = "destroyed"
+
+
+class DataKeyState:
+    """``data_keys.state`` values."""
+
+    ACTIVE = "active"
+    RETIRED = "retired"

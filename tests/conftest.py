@@ -1,0 +1,56 @@
+"""Session fixtures for the real components, and a fresh store per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from strongroom import Settings, Strongroom
+from strongroom.config import KekSpec
+from tests.components.postgres import PostgresServer, start_postgres
+
+MASTER_KEY = bytes.fromhex("6b" * 32)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'strongroom.db'}"
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    return postgres.new_database()
+
+
+@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on SQLite and on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+def make_settings(url: str, **overrides: object) -> Settings:
+    base = Settings(
+        database_url=url, kek=KekSpec("local", ""), master_key=MASTER_KEY, actor="tester@test"
+    )
+    import dataclasses
+
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def room(db_url: str) -> Iterator[Strongroom]:
+    with Strongroom.open(make_settings(db_url)) as opened:
+        yield opened
