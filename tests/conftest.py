@@ -33,7 +33,9 @@ def pg_url(postgres: PostgresServer) -> str:
     return postgres.new_database()
 
 
-@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")])
+@pytest.fixture(
+    params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")]
+)
 def db_url(request: pytest.FixtureRequest) -> str:
     """Each store test runs on SQLite and on the real PostgreSQL server."""
     if request.param == "sqlite":

@@ -7,6 +7,7 @@ input, integrity failure) is audited too, in its own transaction, before the err
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hmac
 import re
@@ -74,7 +75,9 @@ class Strongroom:
         self.data_keys = DataKeys(engine, keyring, settings.data_keys, actor=settings.actor)
 
     @classmethod
-    def open(cls, settings: Settings | None = None, *, keyring: Keyring | None = None) -> Strongroom:
+    def open(
+        cls, settings: Settings | None = None, *, keyring: Keyring | None = None
+    ) -> Strongroom:
         settings = settings or Settings.from_env()
         ring = keyring or build_keyring(settings)
         engine = create_store_engine(settings.database_url)
@@ -112,9 +115,7 @@ class Strongroom:
         if len(key) > limit:
             raise ValidationError(f"key is {len(key)} characters; the limit is {limit}")
         if not _KEY_RE.fullmatch(key) or key in {".", ".."}:
-            raise ValidationError(
-                f"key {key!r} may contain only letters, digits, '-', '_' and '.'"
-            )
+            raise ValidationError(f"key {key!r} may contain only letters, digits, '-', '_' and '.'")
 
     def _encode(self, key: str, value: Any) -> bytes:
         raw = values.encode(value)
@@ -206,10 +207,7 @@ class Strongroom:
 
         def body(conn: Connection) -> tuple[int, AuditEvent]:
             now = datetime.now(UTC)
-            secret = repo.find_secret(conn, namespace, name)
-            if secret is None:
-                secret_id = repo.create_secret(conn, namespace, name, description or "", now)
-                secret = repo.SecretRow(secret_id, namespace, name, description or "", 0, now, now)
+            secret = repo.lock_secret(conn, namespace, name, description or "", now)
             plain: dict[str, bytes] = {}
             existing: set[str] = set()
             if secret.current_version and not replace:
@@ -219,7 +217,9 @@ class Strongroom:
                         plain[row.key] = self._decrypt(conn, secret, row)
                 missing = removed - existing
                 if missing:
-                    raise NotFound(f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove")
+                    raise NotFound(
+                        f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove"
+                    )
             plain.update(encoded)
             if not plain:
                 raise ValidationError("a secret must keep at least one key; delete it instead")
@@ -229,26 +229,46 @@ class Strongroom:
                 sealed = seal(seed, Identity(namespace, name, key, version, data_key_id), raw)
                 rows.append(
                     repo.NewVersion(
-                        key, data_key_id, sealed.format_version, sealed.salt, sealed.nonce,
+                        key,
+                        data_key_id,
+                        sealed.format_version,
+                        sealed.salt,
+                        sealed.nonce,
                         sealed.ciphertext,
                     )
                 )
             who = actor or self.settings.actor
             repo.add_version(
-                conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
-                description=description, keep_versions=self.settings.keep_versions,
+                conn,
+                secret=secret,
+                version=version,
+                rows=rows,
+                created_by=who[:255],
+                now=now,
+                description=description,
+                keep_versions=self.settings.keep_versions,
             )
             event = self._event(
-                "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name,
-                key=touched, version=version,
+                "secret.set",
+                Outcome.OK,
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=touched,
+                version=version,
             )
             return version, event
 
         return self._audited(
             body,
             lambda exc: self._event(
-                "secret.set", _outcome(exc), actor=actor, namespace=namespace, name=name,
-                key=touched, detail=str(exc),
+                "secret.set",
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=touched,
+                detail=str(exc),
             ),
         )
 
@@ -278,16 +298,27 @@ class Strongroom:
                 raise NotFound(f"version {wanted} of {namespace}/{name} was destroyed")
             data = {row.key: values.decode(self._decrypt(conn, secret, row)) for row in rows}
             event = self._event(
-                action, Outcome.OK, actor=actor, namespace=namespace, name=name,
-                key=key or "", version=wanted,
+                action,
+                Outcome.OK,
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=key or "",
+                version=wanted,
             )
             return SecretValue(namespace, name, wanted, data, secret.description), event
 
         return self._audited(
             body,
             lambda exc: self._event(
-                action, _outcome(exc), actor=actor, namespace=namespace, name=name,
-                key=key or "", version=version, detail=str(exc),
+                action,
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=key or "",
+                version=version,
+                detail=str(exc),
             ),
         )
 
@@ -312,34 +343,53 @@ class Strongroom:
             stored = self._decrypt(conn, secret, rows[0])
             match = hmac.compare_digest(stored, wanted)
             event = self._event(
-                "secret.verify", Outcome.OK if match else Outcome.MISMATCH, actor=actor,
-                namespace=namespace, name=name, key=key, version=secret.current_version,
+                "secret.verify",
+                Outcome.OK if match else Outcome.MISMATCH,
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=key,
+                version=secret.current_version,
             )
             return match, event
 
         return self._audited(
             body,
             lambda exc: self._event(
-                "secret.verify", _outcome(exc), actor=actor, namespace=namespace, name=name,
-                key=key, detail=str(exc),
+                "secret.verify",
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                key=key,
+                detail=str(exc),
             ),
         )
 
-    def list(self, namespace: str | None = None, *, actor: str | None = None) -> list[SecretInfo]:
+    def list(
+        self, namespace: str | None = None, *, actor: str | None = None
+    ) -> builtins.list[SecretInfo]:
         """Names, versions and key names; never a value."""
 
-        def body(conn: Connection) -> tuple[list[SecretInfo], AuditEvent]:
+        def body(conn: Connection) -> tuple[builtins.list[SecretInfo], AuditEvent]:
             rows = repo.list_secrets(conn, namespace)
             keys = repo.keys_of_versions(conn, [row.id for row in rows])
             infos = [
                 SecretInfo(
-                    row.namespace, row.name, row.current_version, tuple(keys.get(row.id, ())),
-                    row.description, row.updated_at,
+                    row.namespace,
+                    row.name,
+                    row.current_version,
+                    tuple(keys.get(row.id, ())),
+                    row.description,
+                    row.updated_at,
                 )
                 for row in rows
             ]
             event = self._event(
-                "secret.list", Outcome.OK, actor=actor, namespace=namespace or "",
+                "secret.list",
+                Outcome.OK,
+                actor=actor,
+                namespace=namespace or "",
                 detail=f"{len(infos)} secrets",
             )
             return infos, event
@@ -347,7 +397,10 @@ class Strongroom:
         return self._audited(
             body,
             lambda exc: self._event(
-                "secret.list", _outcome(exc), actor=actor, namespace=namespace or "",
+                "secret.list",
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace or "",
                 detail=str(exc),
             ),
         )
@@ -359,7 +412,11 @@ class Strongroom:
             secret = self._require(conn, namespace, name)
             repo.delete_secret(conn, secret.id)
             event = self._event(
-                "secret.delete", Outcome.OK, actor=actor, namespace=namespace, name=name,
+                "secret.delete",
+                Outcome.OK,
+                actor=actor,
+                namespace=namespace,
+                name=name,
                 version=secret.current_version,
             )
             return secret.current_version, event
@@ -367,12 +424,16 @@ class Strongroom:
         return self._audited(
             body,
             lambda exc: self._event(
-                "secret.delete", _outcome(exc), actor=actor, namespace=namespace, name=name,
+                "secret.delete",
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace,
+                name=name,
                 detail=str(exc),
             ),
         )
 
-    def history(self, namespace: str, name: str) -> list[tuple[int, str, str, datetime]]:
+    def history(self, namespace: str, name: str) -> builtins.list[tuple[int, str, str, datetime]]:
         """(version, state, created by, created at), newest first; metadata only."""
         with transaction(self.engine) as conn:
             secret = self._require(conn, namespace, name)
@@ -385,7 +446,7 @@ class Strongroom:
             head_seq, head_hash = repo.audit_chain_head(conn)
             return verify_chain(repo.iter_audit(conn), head_seq=head_seq, head_hash=head_hash)
 
-    def audit_tail(self, count: int = 20) -> list[AuditEvent]:
+    def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:
             return repo.audit_tail(conn, count)
 
@@ -411,7 +472,9 @@ class Strongroom:
 
     def _decrypt(self, conn: Connection, secret: repo.SecretRow, row: repo.VersionRow) -> bytes:
         if row.ciphertext is None or row.salt is None or row.nonce is None:
-            raise NotFound(f"version {row.version} of {secret.namespace}/{secret.name} was destroyed")
+            raise NotFound(
+                f"version {row.version} of {secret.namespace}/{secret.name} was destroyed"
+            )
         seed = self.data_keys.seed(row.data_key_id, _preload(conn, row.data_key_id, self))
         identity = Identity(secret.namespace, secret.name, row.key, row.version, row.data_key_id)
         return open_sealed(seed, identity, Sealed(row.salt, row.nonce, row.ciphertext, row.format))

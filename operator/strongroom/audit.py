@@ -93,9 +93,7 @@ class ChainReport:
     reason: str = ""
 
 
-def verify_chain(
-    events: Iterable[AuditEvent], *, head_seq: int, head_hash: str
-) -> ChainReport:
+def verify_chain(events: Iterable[AuditEvent], *, head_seq: int, head_hash: str) -> ChainReport:
     """Walk the chain in ``seq`` order; report the first event that does not fit."""
     expected_seq = 1
     prev = GENESIS_HASH

@@ -20,7 +20,7 @@ from typing import Any
 from strongroom import values
 from strongroom.api import Strongroom
 from strongroom.config import KekSpec, Settings
-from strongroom.errors import StrongroomError, ValidationError
+from strongroom.errors import ConfigError, StrongroomError, ValidationError
 
 MASK = "••••••••"
 
@@ -32,7 +32,12 @@ class UsageError(StrongroomError):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    kek = KekSpec.parse(args.kek) if getattr(args, "kek", None) else None
+    kek = None
+    if getattr(args, "kek", None):
+        try:
+            kek = KekSpec.parse(args.kek)
+        except ValueError as exc:
+            raise ConfigError(f"--kek: {exc}") from None
     return Settings.from_env(database_url=args.database_url, kek=kek)
 
 
@@ -81,7 +86,9 @@ def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 data[key] = json.loads(raw)
             except json.JSONDecodeError:
-                raise UsageError(f"{key}:= needs a JSON value (e.g. {key}:='{{\"a\": 1}}')") from None
+                raise UsageError(
+                    f"{key}:= needs a JSON value (e.g. {key}:='{{\"a\": 1}}')"
+                ) from None
         elif "=" in item:
             key, _, raw = item.partition("=")
             data[key] = raw
@@ -113,7 +120,11 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
     data = _parse_assignments(args)
     with _open(args) as room:
         version = room.set(
-            namespace, name, data, remove=args.unset or (), replace=args.replace,
+            namespace,
+            name,
+            data,
+            remove=args.unset or (),
+            replace=args.replace,
             description=args.description,
         )
     print(f"{namespace}/{name}: version {version}")
@@ -150,7 +161,7 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
                 "namespace": info.namespace,
                 "name": info.name,
                 "version": info.version,
-                "keys": {key: MASK for key in info.keys},
+                "keys": dict.fromkeys(info.keys, MASK),
                 "description": info.description,
                 "updatedAt": info.updated_at.isoformat(),
             }
@@ -300,16 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s_set.add_argument("ref", metavar="NS/NAME")
     s_set.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
-    s_set.add_argument("--from-file", action="append", metavar="KEY=PATH",
-                       help="read KEY's value from a UTF-8 file ('-' for standard input)")
+    s_set.add_argument(
+        "--from-file",
+        action="append",
+        metavar="KEY=PATH",
+        help="read KEY's value from a UTF-8 file ('-' for standard input)",
+    )
     s_set.add_argument("--unset", action="append", metavar="KEY", help="remove KEY")
-    s_set.add_argument("--replace", action="store_true",
-                       help="the new version holds only the keys given")
+    s_set.add_argument(
+        "--replace", action="store_true", help="the new version holds only the keys given"
+    )
     s_set.add_argument("--description", help="a note about the secret (not encrypted)")
     s_set.set_defaults(handler=cmd_secret_set)
 
     s_get = s_sub.add_parser(
-        "get", help="print a secret's values",
+        "get",
+        help="print a secret's values",
         description="Print all keys as KEY=VALUE lines, or one KEY's bare value.",
     )
     s_get.add_argument("ref", metavar="NS/NAME")
@@ -348,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="inspect the tamper-evident audit log")
     a_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     a_ver = a_sub.add_parser(
-        "verify", help="check the hash chain; exit 0 only if it is intact",
+        "verify",
+        help="check the hash chain; exit 0 only if it is intact",
     )
     a_ver.set_defaults(handler=cmd_audit_verify)
     a_tail = a_sub.add_parser("tail", help="print the latest audit events")

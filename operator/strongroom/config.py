@@ -144,9 +144,7 @@ class Settings:
     """Create or upgrade the schema on open (turn off where migrations are a deploy step)."""
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
         settings = cls(
             database_url=_read(env, "STRONGROOM_DATABASE_URL", str, DEFAULT_DATABASE_URL),
@@ -154,9 +152,7 @@ class Settings:
             master_key=_master_key(env),
             actor=_read(env, "STRONGROOM_ACTOR", str, "") or _default_actor(),
             limits=Limits(
-                max_name_length=_read(
-                    env, "STRONGROOM_MAX_NAME_LENGTH", parse_positive_int, 253
-                ),
+                max_name_length=_read(env, "STRONGROOM_MAX_NAME_LENGTH", parse_positive_int, 253),
                 max_key_length=_read(env, "STRONGROOM_MAX_KEY_LENGTH", parse_positive_int, 253),
                 max_value_bytes=_read(
                     env, "STRONGROOM_MAX_VALUE_BYTES", parse_positive_int, 1 << 20

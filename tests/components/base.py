@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import socket
@@ -24,7 +23,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -56,7 +62,7 @@ def find_binary(env_var: str, pattern: str) -> str | None:
     explicit = os.environ.get(env_var)
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    matches = sorted(glob.glob(str(CACHE / "bin" / pattern)))
+    matches = sorted(str(p) for p in (CACHE / "bin").glob(pattern))
     return matches[-1] if matches else None
 
 

@@ -7,7 +7,6 @@ PostgreSQL refuses to run as root, so when the tests run as root the cluster bel
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ def pg_bin() -> Path | None:
     explicit = os.environ.get("STRONGROOM_TEST_PG_BIN")
     if explicit:
         return Path(explicit)
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return Path(found[-1]).parent if found else None
 
 
@@ -49,21 +48,43 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.data_dir.parent, "postgres")
         subprocess.run(
-            self._cmd(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-A", "trust",
-                      "-U", self.user, "--no-sync", "-E", "UTF8"),
-            check=True, capture_output=True,
+            self._cmd(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-A",
+                "trust",
+                "-U",
+                self.user,
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def start(self) -> None:
         log = self.data_dir.parent / "postgres.log"
         handle = log.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             self._cmd(
-                str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir.parent}",
-                "-c", "fsync=off", "-c", "max_connections=200",
+                str(self.bin_dir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.data_dir.parent}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
             ),
-            stdout=handle, stderr=subprocess.STDOUT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
         wait_until(self._ready, timeout=30, what="postgres", proc=self.proc, log=log)
 
@@ -90,9 +111,18 @@ class PostgresServer:
     def dump(self, url: str) -> bytes:
         dbname = url.rsplit("/", 1)[1]
         return subprocess.run(
-            [str(self.bin_dir / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", self.user, dbname],
-            check=True, capture_output=True,
+            [
+                str(self.bin_dir / "pg_dump"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                dbname,
+            ],
+            check=True,
+            capture_output=True,
         ).stdout
 
 
@@ -102,7 +132,7 @@ def start_postgres() -> PostgresServer:
         missing("PostgreSQL", "run scripts/testenv postgres (installs Debian's postgresql)")
         raise AssertionError("unreachable")
     root = Path(tempfile.mkdtemp(prefix="strongroom-pg-"))
-    os.chmod(root, 0o755)  # noqa: PTH101
+    root.chmod(0o755)
     server = PostgresServer(bin_dir, root / "data", free_port())
     server.init()
     server.start()

@@ -74,7 +74,8 @@ def test_list_shows_names_and_keys_only(room: Strongroom) -> None:
     room.set("b", "two", {"k2": "v", "k3": "v"}, description="billing")
     infos = room.list()
     assert [(i.namespace, i.name, i.keys) for i in infos] == [
-        ("a", "one", ("k1",)), ("b", "two", ("k2", "k3"))
+        ("a", "one", ("k1",)),
+        ("b", "two", ("k2", "k3")),
     ]
     assert [i.name for i in room.list("b")] == ["two"]
     assert infos[1].description == "billing"

@@ -33,13 +33,25 @@ def test_master_key_from_env_and_from_file(tmp_path: Path) -> None:
     [
         pytest.param({"STRONGROOM_MASTER_KEY": "abc"}, "STRONGROOM_MASTER_KEY", id="short-key"),
         pytest.param({"STRONGROOM_MASTER_KEY": "zz" * 32}, "hexadecimal", id="not-hex"),
-        pytest.param({"STRONGROOM_MASTER_KEY": KEY, "STRONGROOM_MASTER_KEY_FILE": "/x"}, "not both", id="both"),
-        pytest.param({"STRONGROOM_MASTER_KEY_FILE": "/nonexistent/key"}, "cannot read", id="missing-file"),
+        pytest.param(
+            {"STRONGROOM_MASTER_KEY": KEY, "STRONGROOM_MASTER_KEY_FILE": "/x"},
+            "not both",
+            id="both",
+        ),
+        pytest.param(
+            {"STRONGROOM_MASTER_KEY_FILE": "/nonexistent/key"}, "cannot read", id="missing-file"
+        ),
         pytest.param({"STRONGROOM_KEK": "gcpkms:x"}, "STRONGROOM_KEK", id="unknown-provider"),
         pytest.param({"STRONGROOM_KEK": "awskms:"}, "STRONGROOM_KEK", id="kms-without-key"),
-        pytest.param({"STRONGROOM_MAX_VALUE_BYTES": "-3"}, "STRONGROOM_MAX_VALUE_BYTES", id="negative-limit"),
-        pytest.param({"STRONGROOM_SEED_MAX_AGE": "soon"}, "STRONGROOM_SEED_MAX_AGE", id="bad-duration"),
-        pytest.param({"STRONGROOM_AUTO_MIGRATE": "perhaps"}, "STRONGROOM_AUTO_MIGRATE", id="bad-bool"),
+        pytest.param(
+            {"STRONGROOM_MAX_VALUE_BYTES": "-3"}, "STRONGROOM_MAX_VALUE_BYTES", id="negative-limit"
+        ),
+        pytest.param(
+            {"STRONGROOM_SEED_MAX_AGE": "soon"}, "STRONGROOM_SEED_MAX_AGE", id="bad-duration"
+        ),
+        pytest.param(
+            {"STRONGROOM_AUTO_MIGRATE": "perhaps"}, "STRONGROOM_AUTO_MIGRATE", id="bad-bool"
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
@@ -63,8 +75,12 @@ def test_the_key_file_error_does_not_echo_its_content(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30s", timedelta(seconds=30)), ("1h30m", timedelta(minutes=90)), ("7d", timedelta(days=7)),
-     ("250ms", timedelta(milliseconds=250))],
+    [
+        ("30s", timedelta(seconds=30)),
+        ("1h30m", timedelta(minutes=90)),
+        ("7d", timedelta(days=7)),
+        ("250ms", timedelta(milliseconds=250)),
+    ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

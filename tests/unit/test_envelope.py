@@ -26,7 +26,9 @@ def test_ciphertext_does_not_contain_the_plaintext() -> None:
 def test_each_version_gets_its_own_salt_nonce_and_key() -> None:
     a = seal(SEED, WHERE, b"same")
     b = seal(SEED, WHERE, b"same")
-    assert a.salt != b.salt and a.nonce != b.nonce and a.ciphertext != b.ciphertext
+    assert a.salt != b.salt
+    assert a.nonce != b.nonce
+    assert a.ciphertext != b.ciphertext
     assert derive_dek(SEED, a.salt) != derive_dek(SEED, b.salt)
 
 
@@ -68,7 +70,9 @@ def test_the_wrong_seed_is_an_integrity_error() -> None:
         pytest.param(Sealed(b"", b"\0" * 12, b"\0" * 32), id="empty-salt"),
         pytest.param(Sealed(b"\0" * 32, b"\0" * 8, b"\0" * 32), id="short-nonce"),
         pytest.param(Sealed(b"\0" * 32, b"\0" * 12, b"\0" * 5), id="truncated-tag"),
-        pytest.param(Sealed(b"\0" * 32, b"\0" * 12, b"\0" * 32, format_version=9), id="future-format"),
+        pytest.param(
+            Sealed(b"\0" * 32, b"\0" * 12, b"\0" * 32, format_version=9), id="future-format"
+        ),
     ],
 )
 def test_malformed_stored_blobs_are_rejected_cleanly(sealed: Sealed) -> None:

@@ -65,7 +65,9 @@ class LocalKeyring:
             )
         blob = wrapped.ciphertext
         try:
-            return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], _AAD_PREFIX + context_bytes(context))
+            return self._aead.decrypt(
+                blob[:_NONCE], blob[_NONCE:], _AAD_PREFIX + context_bytes(context)
+            )
         except InvalidTag:
             raise UnwrapError(
                 f"data key {context.get('data_key_id', '?')} does not unwrap under local KEK "

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from strongroom.audit import AuditEvent, seal_event
 from strongroom.store.schema import (
@@ -76,8 +79,8 @@ class DataKeyRow:
 # --- secrets -------------------------------------------------------------------------------
 
 
-def _secret(row: Row[tuple[object, ...]]) -> SecretRow:
-    return SecretRow(*row)  # type: ignore[arg-type]
+def _secret(row: Any) -> SecretRow:
+    return SecretRow(**row._mapping)
 
 
 _SECRET_COLUMNS = (
@@ -113,22 +116,37 @@ def find_secret(conn: Connection, namespace: str, name: str) -> SecretRow | None
     return None if row is None else _secret(row)
 
 
-def create_secret(
+def lock_secret(
     conn: Connection, namespace: str, name: str, description: str, now: datetime
-) -> int:
-    result = conn.execute(
-        insert(secrets).values(
-            namespace=namespace,
-            name=name,
-            description=description,
-            current_version=0,
-            created_at=now,
-            updated_at=now,
-        )
+) -> SecretRow:
+    """The secret's row, created if absent, locked until the transaction ends.
+
+    Concurrent writers of one secret then take turns (``FOR UPDATE`` on PostgreSQL; SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers), so two of them never claim the same
+    version number; ``ON CONFLICT DO NOTHING`` lets two creators meet without an error.
+    """
+    query = (
+        select(*_SECRET_COLUMNS)
+        .where(secrets.c.namespace == namespace, secrets.c.name == name)
+        .with_for_update()
     )
-    key = result.inserted_primary_key
-    assert key is not None  # noqa: S101 - an INSERT always yields a key
-    return int(key[0])
+    row = conn.execute(query).first()
+    if row is None:
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            dialect_insert(secrets)
+            .values(
+                namespace=namespace,
+                name=name,
+                description=description,
+                current_version=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["namespace", "name"])
+        )
+        row = conn.execute(query).one()
+    return _secret(row)
 
 
 def list_secrets(conn: Connection, namespace: str | None) -> list[SecretRow]:
@@ -138,9 +156,7 @@ def list_secrets(conn: Connection, namespace: str | None) -> list[SecretRow]:
     return [_secret(row) for row in conn.execute(query)]
 
 
-def keys_of_versions(
-    conn: Connection, secret_ids: Sequence[int]
-) -> dict[int, list[str]]:
+def keys_of_versions(conn: Connection, secret_ids: Sequence[int]) -> dict[int, list[str]]:
     """Key names (not values) of each secret's current version, for masked listings."""
     if not secret_ids:
         return {}
@@ -173,7 +189,7 @@ def version_rows(conn: Connection, secret_id: int, version: int) -> list[Version
         .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
         .order_by(secret_versions.c.key)
     )
-    return [VersionRow(*row) for row in rows]
+    return [VersionRow(**row._mapping) for row in rows]
 
 
 def add_version(
@@ -273,7 +289,7 @@ def insert_data_key(conn: Connection, row: DataKeyRow) -> None:
 
 def get_data_key(conn: Connection, data_key_id: str) -> DataKeyRow | None:
     row = conn.execute(select(*_DATA_KEY_COLUMNS).where(data_keys.c.id == data_key_id)).first()
-    return None if row is None else DataKeyRow(*row)
+    return None if row is None else DataKeyRow(**row._mapping)
 
 
 def active_data_keys(conn: Connection, provider: str, kek_id: str) -> list[DataKeyRow]:
@@ -287,28 +303,28 @@ def active_data_keys(conn: Connection, provider: str, kek_id: str) -> list[DataK
         )
         .order_by(data_keys.c.created_at.desc())
     )
-    return [DataKeyRow(*row) for row in rows]
+    return [DataKeyRow(**row._mapping) for row in rows]
 
 
 def newest_data_key(conn: Connection) -> DataKeyRow | None:
     row = conn.execute(
         select(*_DATA_KEY_COLUMNS).order_by(data_keys.c.created_at.desc()).limit(1)
     ).first()
-    return None if row is None else DataKeyRow(*row)
+    return None if row is None else DataKeyRow(**row._mapping)
 
 
 def all_data_keys(conn: Connection) -> list[DataKeyRow]:
     return [
-        DataKeyRow(*row)
+        DataKeyRow(**row._mapping)
         for row in conn.execute(select(*_DATA_KEY_COLUMNS).order_by(data_keys.c.created_at))
     ]
 
 
 def count_versions_using(conn: Connection, data_key_id: str) -> int:
     value = conn.execute(
-        select(func.count()).select_from(secret_versions).where(
-            secret_versions.c.data_key_id == data_key_id
-        )
+        select(func.count())
+        .select_from(secret_versions)
+        .where(secret_versions.c.data_key_id == data_key_id)
     ).scalar_one()
     return int(value)
 
@@ -389,7 +405,7 @@ def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:
         if not rows:
             return
         for row in rows:
-            yield AuditEvent(*row)
+            yield AuditEvent(**row._mapping)
         last = int(rows[-1].seq)
 
 
@@ -397,4 +413,4 @@ def audit_tail(conn: Connection, count: int) -> list[AuditEvent]:
     rows = conn.execute(
         select(*_AUDIT_COLUMNS).order_by(audit_events.c.seq.desc()).limit(count)
     ).all()
-    return [AuditEvent(*row) for row in reversed(rows)]
+    return [AuditEvent(**row._mapping) for row in reversed(rows)]

@@ -63,9 +63,7 @@ secret_versions = Table(
     "secret_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "secret_id", Integer, ForeignKey("secrets.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("secret_id", Integer, ForeignKey("secrets.id", ondelete="CASCADE"), nullable=False),
     Column("version", Integer, nullable=False),
     Column("key", String(253), nullable=False),
     Column("data_key_id", String(40), ForeignKey("data_keys.id"), nullable=False),
@@ -83,8 +81,9 @@ secret_versions = Table(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=False),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
     Column("time", Tz, nullable=False),
     Column("actor", String(255), nullable=False),
     Column("action", String(64), nullable=False),

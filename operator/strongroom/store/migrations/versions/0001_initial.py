@@ -57,7 +57,9 @@ def upgrade() -> None:
         sa.Column("created_at", Tz, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_secret_versions"),
         sa.ForeignKeyConstraint(
-            ["secret_id"], ["secrets.id"], ondelete="CASCADE",
+            ["secret_id"],
+            ["secrets.id"],
+            ondelete="CASCADE",
             name="fk_secret_versions_secret_id_secrets",
         ),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,191 @@
+"""The `strongroom` command as users run it: the installed console script, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STRONGROOM = shutil.which("strongroom", path=str(Path(sys.executable).parent)) or "strongroom"
+KEY = "3c" * 32
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    out["STRONGROOM_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
+    out["STRONGROOM_MASTER_KEY"] = KEY
+    out["STRONGROOM_ACTOR"] = "cli-test"
+    return out
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STRONGROOM, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ok(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    result = run(env, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_keygen_prints_a_usable_master_key(env: dict[str, str]) -> None:
+    key = ok(env, "keygen").strip()
+    assert len(key) == 64
+    int(key, 16)
+    env["STRONGROOM_MASTER_KEY"] = key
+    ok(env, "secret", "set", "ns/s", "k=v")
+
+
+def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
+    assert "upgraded from empty" in ok(env, "db", "upgrade")
+    assert "already at" in ok(env, "db", "upgrade")
+
+
+def test_set_get_list_delete(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERT-----\nabc\n")
+    assert (
+        ok(
+            env,
+            "secret",
+            "set",
+            "team/db",
+            "password=s3cr=t",
+            "port:=5432",
+            "--from-file",
+            "cert=" + str(tmp_path / "cert.pem"),
+            "--description",
+            "primary db",
+        ).strip()
+        == "team/db: version 1"
+    )
+    assert ok(env, "secret", "get", "team/db", "password") == "s3cr=t"
+    assert ok(env, "secret", "get", "team/db", "cert") == "-----BEGIN CERT-----\nabc\n"
+    assert ok(env, "secret", "get", "team/db", "port") == "5432"
+    ok(env, "secret", "set", "team/db", "password=new", "--from-file", "token=-", stdin="tok\n")
+    assert ok(env, "secret", "get", "team/db", "token") == "tok\n"
+    assert ok(env, "secret", "get", "team/db", "password", "--version", "1") == "s3cr=t"
+    listing = ok(env, "secret", "list")
+    assert "team/db" in listing
+    assert "s3cr=t" not in listing
+    assert "new" not in listing
+    import json
+
+    doc = json.loads(ok(env, "secret", "get", "team/db", "--json"))
+    assert doc["version"] == 2
+    assert doc["data"]["port"] == 5432
+    assert "deleted" in ok(env, "secret", "delete", "team/db")
+    assert run(env, "secret", "get", "team/db").returncode == 1
+
+
+def test_verify_reads_the_candidate_from_stdin(env: dict[str, str]) -> None:
+    ok(env, "secret", "set", "ns/s", "pin=1234")
+    good = run(env, "secret", "verify", "ns/s", "pin", stdin="1234\n")
+    bad = run(env, "secret", "verify", "ns/s", "pin", stdin="9999\n")
+    assert (good.returncode, good.stdout.strip()) == (0, "match")
+    assert (bad.returncode, bad.stdout.strip()) == (1, "mismatch")
+    assert "1234" not in good.stdout + good.stderr + bad.stdout + bad.stderr
+
+
+def test_audit_verify_and_tail(env: dict[str, str], tmp_path: Path) -> None:
+    ok(env, "secret", "set", "ns/s", "k=canary-cli-tail")
+    ok(env, "secret", "get", "ns/s")
+    assert "intact: 3 events" in ok(env, "audit", "verify")
+    tail = ok(env, "audit", "tail", "-n", "2")
+    assert "secret.get ns/s" in tail
+    assert "cli-test" in tail
+    assert "canary-cli-tail" not in tail
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        db.execute("UPDATE audit_events SET action = 'secret.list' WHERE seq = 2")
+    broken = run(env, "audit", "verify")
+    assert broken.returncode == 1
+    assert "event 2" in broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        pytest.param(["secret", "get", "no-slash"], 2, "NAMESPACE/NAME", id="bad-ref"),
+        pytest.param(["secret", "set", "ns/s", "novalue"], 2, "KEY=VALUE", id="bad-assignment"),
+        pytest.param(["secret", "set", "ns/s", "k:={bad"], 2, "JSON", id="bad-json"),
+        pytest.param(
+            ["secret", "set", "ns/s", "--from-file", "k=/nonexistent"],
+            2,
+            "cannot read",
+            id="missing-file",
+        ),
+        pytest.param(["secret", "set", "NS/s", "k=v"], 1, "lowercase", id="bad-namespace"),
+        pytest.param(["secret", "get", "ns/absent"], 1, "not found", id="not-found"),
+        pytest.param(["secret", "get", "ns/s", "--version", "0"], 2, "positive", id="bad-version"),
+        pytest.param(
+            ["--database-url", "mysql://x/y", "secret", "list"], 1, "unsupported", id="bad-url"
+        ),
+        pytest.param(["--kek", "nope", "secret", "list"], 1, "--kek", id="bad-kek"),
+        pytest.param(["frobnicate"], 2, "invalid choice", id="unknown-command"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    env: dict[str, str], args: list[str], code: int, needle: str
+) -> None:
+    result = run(env, *args)
+    assert result.returncode == code
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(("strongroom: error", "usage", "strongroom"))
+    )
+
+
+def test_a_malformed_master_key_is_one_clear_line(env: dict[str, str]) -> None:
+    env["STRONGROOM_MASTER_KEY"] = "not-hex"
+    result = run(env, "secret", "list")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "STRONGROOM_MASTER_KEY" in result.stderr
+
+
+def test_a_failed_set_writes_nothing(env: dict[str, str]) -> None:
+    ok(env, "secret", "set", "ns/s", "a=1")
+    assert run(env, "secret", "set", "ns/s", "b=2", "bad key=3").returncode == 1
+    assert ok(env, "secret", "get", "ns/s") == "a=1\n"
+
+
+COMMANDS = [
+    [],
+    ["keygen"],
+    ["db"],
+    ["db", "upgrade"],
+    ["secret"],
+    ["secret", "set"],
+    ["secret", "get"],
+    ["secret", "list"],
+    ["secret", "delete"],
+    ["secret", "verify"],
+    ["secret", "history"],
+    ["audit"],
+    ["audit", "verify"],
+    ["audit", "tail"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_has_help(env: dict[str, str], command: list[str]) -> None:
+    result = run(env, *command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: strongroom")
