@@ -285,11 +285,12 @@ class Strongroom:
         """Decrypt the current (or a given) version, all keys or one."""
 
         def body(conn: Connection) -> tuple[SecretValue, AuditEvent]:
-            secret = self._require(conn, namespace, name)
-            wanted = version if version is not None else secret.current_version
-            rows = repo.version_rows(conn, secret.id, wanted)
-            if not rows:
-                raise NotFound(f"{namespace}/{name} has no version {wanted}")
+            found = repo.read_version(conn, namespace, name, version)
+            if found is None:
+                self._require(conn, namespace, name)
+                raise NotFound(f"{namespace}/{name} has no version {version}")
+            secret, rows = found
+            wanted = rows[0].version
             if key is not None:
                 rows = [row for row in rows if row.key == key]
                 if not rows:

@@ -82,7 +82,8 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
 def seal_event(event: AuditEvent, *, seq: int, prev_hash: str) -> AuditEvent:
     """Give ``event`` its place in the chain."""
     placed = dataclasses.replace(event, seq=seq, prev_hash=prev_hash, hash="")
-    return dataclasses.replace(placed, hash=chain_hash(prev_hash, placed))
+    object.__setattr__(placed, "hash", chain_hash(prev_hash, placed))  # still being built
+    return placed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from strongroom.audit import AuditEvent, seal_event
 from strongroom.store.schema import (
@@ -109,10 +108,17 @@ _VERSION_COLUMNS = (
 )
 
 
+# Hot-path statements are built once: SQLAlchemy memoises a statement's cache key on the
+# object, so reusing it skips rebuilding and re-keying the expression on every call.
+_FIND_SECRET = select(*_SECRET_COLUMNS).where(
+    secrets.c.namespace == bindparam("namespace"), secrets.c.name == bindparam("name")
+)
+_LOCK_SECRET = _FIND_SECRET.with_for_update()
+_INSERT_SECRET = insert(secrets)
+
+
 def find_secret(conn: Connection, namespace: str, name: str) -> SecretRow | None:
-    row = conn.execute(
-        select(*_SECRET_COLUMNS).where(secrets.c.namespace == namespace, secrets.c.name == name)
-    ).first()
+    row = conn.execute(_FIND_SECRET, {"namespace": namespace, "name": name}).first()
     return None if row is None else _secret(row)
 
 
@@ -125,28 +131,30 @@ def lock_secret(
     ``BEGIN IMMEDIATE`` already serialises writers), so two of them never claim the same
     version number; ``ON CONFLICT DO NOTHING`` lets two creators meet without an error.
     """
-    query = (
-        select(*_SECRET_COLUMNS)
-        .where(secrets.c.namespace == namespace, secrets.c.name == name)
-        .with_for_update()
+    where = {"namespace": namespace, "name": name}
+    row = conn.execute(_LOCK_SECRET, where).first()
+    if row is not None:
+        return _secret(row)
+    values = {
+        "namespace": namespace,
+        "name": name,
+        "description": description,
+        "current_version": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if conn.dialect.name == "sqlite":
+        # BEGIN IMMEDIATE holds the only write lock: nobody can have created it meanwhile.
+        result = conn.execute(_INSERT_SECRET, values)
+        key = result.inserted_primary_key
+        assert key is not None  # noqa: S101 - an INSERT always yields a key
+        return SecretRow(id=int(key[0]), **values)  # type: ignore[arg-type]
+    conn.execute(
+        pg_insert(secrets)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["namespace", "name"])
     )
-    row = conn.execute(query).first()
-    if row is None:
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(
-            dialect_insert(secrets)
-            .values(
-                namespace=namespace,
-                name=name,
-                description=description,
-                current_version=0,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["namespace", "name"])
-        )
-        row = conn.execute(query).one()
-    return _secret(row)
+    return _secret(conn.execute(_LOCK_SECRET, where).one())
 
 
 def list_secrets(conn: Connection, namespace: str | None) -> list[SecretRow]:
@@ -183,12 +191,60 @@ def delete_secret(conn: Connection, secret_id: int) -> None:
 # --- versions ------------------------------------------------------------------------------
 
 
-def version_rows(conn: Connection, secret_id: int, version: int) -> list[VersionRow]:
-    rows = conn.execute(
-        select(*_VERSION_COLUMNS)
-        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
-        .order_by(secret_versions.c.key)
+_VERSION_ROWS = (
+    select(*_VERSION_COLUMNS)
+    .where(
+        secret_versions.c.secret_id == bindparam("secret_id"),
+        secret_versions.c.version == bindparam("version"),
     )
+    .order_by(secret_versions.c.key)
+)
+_INSERT_VERSION = insert(secret_versions)
+_MARK_PREVIOUS = (
+    update(secret_versions)
+    .where(
+        secret_versions.c.secret_id == bindparam("sid"),
+        secret_versions.c.version == bindparam("old_version"),
+    )
+    .values(state=VersionState.PREVIOUS)
+)
+_ADVANCE_SECRET = (
+    update(secrets)
+    .where(secrets.c.id == bindparam("sid"))
+    .values(current_version=bindparam("new_version"), updated_at=bindparam("now"))
+)
+_ADVANCE_SECRET_DESCRIBED = _ADVANCE_SECRET.values(description=bindparam("new_description"))
+
+
+_READ_VERSION = (
+    select(*_SECRET_COLUMNS, *(c.label(f"v_{c.name}") for c in _VERSION_COLUMNS))
+    .join(secret_versions, secret_versions.c.secret_id == secrets.c.id)
+    .where(
+        secrets.c.namespace == bindparam("namespace"),
+        secrets.c.name == bindparam("name"),
+        secret_versions.c.version
+        == func.coalesce(bindparam("version", type_=Integer), secrets.c.current_version),
+    )
+    .order_by(secret_versions.c.key)
+)
+
+
+def read_version(
+    conn: Connection, namespace: str, name: str, version: int | None
+) -> tuple[SecretRow, list[VersionRow]] | None:
+    """A secret and the rows of one version (default: current) in one round trip."""
+    rows = conn.execute(
+        _READ_VERSION, {"namespace": namespace, "name": name, "version": version}
+    ).all()
+    if not rows:
+        return None
+    secret = SecretRow(*(rows[0][i] for i in range(len(_SECRET_COLUMNS))))
+    offset = len(_SECRET_COLUMNS)
+    return secret, [VersionRow(*row[offset:]) for row in rows]
+
+
+def version_rows(conn: Connection, secret_id: int, version: int) -> list[VersionRow]:
+    rows = conn.execute(_VERSION_ROWS, {"secret_id": secret_id, "version": version})
     return [VersionRow(**row._mapping) for row in rows]
 
 
@@ -205,7 +261,7 @@ def add_version(
 ) -> None:
     """Write version ``version`` as current; the old current becomes previous; prune history."""
     conn.execute(
-        insert(secret_versions),
+        _INSERT_VERSION,
         [
             {
                 "secret_id": secret.id,
@@ -224,20 +280,14 @@ def add_version(
         ],
     )
     if secret.current_version:
-        conn.execute(
-            update(secret_versions)
-            .where(
-                secret_versions.c.secret_id == secret.id,
-                secret_versions.c.version == secret.current_version,
-            )
-            .values(state=VersionState.PREVIOUS)
-        )
+        conn.execute(_MARK_PREVIOUS, {"sid": secret.id, "old_version": secret.current_version})
     if version > keep_versions:
         destroy_versions_before(conn, secret.id, version - keep_versions + 1)
-    values: dict[str, object] = {"current_version": version, "updated_at": now}
-    if description is not None:
-        values["description"] = description
-    conn.execute(update(secrets).where(secrets.c.id == secret.id).values(**values))
+    params: dict[str, object] = {"sid": secret.id, "new_version": version, "now": now}
+    if description is None:
+        conn.execute(_ADVANCE_SECRET, params)
+    else:
+        conn.execute(_ADVANCE_SECRET_DESCRIBED, {**params, "new_description": description})
 
 
 def destroy_versions_before(conn: Connection, secret_id: int, version: int) -> int:
@@ -340,35 +390,43 @@ def retire_data_key(conn: Connection, data_key_id: str) -> None:
 # --- audit ---------------------------------------------------------------------------------
 
 
+_LOCK_HEAD = (
+    select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+_INSERT_EVENT = insert(audit_events)
+_ADVANCE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
 def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
     """Append to the chain inside the caller's transaction.
 
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     holds the database write lock), so concurrent writers line up and the chain never forks.
     """
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    head = conn.execute(_LOCK_HEAD).one()
     placed = seal_event(event, seq=int(head.seq) + 1, prev_hash=str(head.hash))
     conn.execute(
-        insert(audit_events).values(
-            seq=placed.seq,
-            time=placed.time,
-            actor=placed.actor,
-            action=placed.action,
-            namespace=placed.namespace,
-            name=placed.name,
-            key=placed.key,
-            version=placed.version,
-            outcome=placed.outcome,
-            detail=placed.detail,
-            prev_hash=placed.prev_hash,
-            hash=placed.hash,
-        )
+        _INSERT_EVENT,
+        {
+            "seq": placed.seq,
+            "time": placed.time,
+            "actor": placed.actor,
+            "action": placed.action,
+            "namespace": placed.namespace,
+            "name": placed.name,
+            "key": placed.key,
+            "version": placed.version,
+            "outcome": placed.outcome,
+            "detail": placed.detail,
+            "prev_hash": placed.prev_hash,
+            "hash": placed.hash,
+        },
     )
-    conn.execute(
-        update(audit_head).where(audit_head.c.id == 1).values(seq=placed.seq, hash=placed.hash)
-    )
+    conn.execute(_ADVANCE_HEAD, {"new_seq": placed.seq, "new_hash": placed.hash})
     return placed
 
 
