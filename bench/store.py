@@ -31,12 +31,9 @@ VALUE = "x" * 1024
 def floor(path: Path, ops: int) -> tuple[float, float]:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE versions (name TEXT PRIMARY KEY, nonce BLOB, ciphertext BLOB)")
     db.execute(
-        "CREATE TABLE versions (name TEXT PRIMARY KEY, nonce BLOB, ciphertext BLOB)"
-    )
-    db.execute(
-        "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time TEXT, action TEXT, name TEXT, "
-        "hash TEXT)"
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time TEXT, action TEXT, name TEXT, hash TEXT)"
     )
     aead = AESGCM(os.urandom(32))
     plain = VALUE.encode()
@@ -97,8 +94,7 @@ def main() -> None:
         floor_set, floor_get = floor(Path(tmp) / "floor.db", args.ops)
         room_set, room_get = strongroom(Path(tmp) / "strongroom.db", args.ops)
     print(
-        f"floor_set={floor_set:.0f} floor_get={floor_get:.0f} "
-        f"set={room_set:.0f} get={room_get:.0f}"
+        f"floor_set={floor_set:.0f} floor_get={floor_get:.0f} set={room_set:.0f} get={room_get:.0f}"
     )
     print(f"ratio set={room_set / floor_set:.2f} get={room_get / floor_get:.2f}")
 

@@ -9,6 +9,10 @@ import pytest
 
 from strongroom import Settings, Strongroom
 from strongroom.config import KekSpec
+from tests.components.helm import helm_path
+from tests.components.kube import KubeCluster, start_cluster
+from tests.components.moto import MotoServer, start_moto
+from tests.components.openbao import OpenBao, start_openbao
 from tests.components.postgres import PostgresServer, start_postgres
 
 MASTER_KEY = bytes.fromhex("6b" * 32)
@@ -21,6 +25,41 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeCluster]:
+    """A running kube-apiserver + etcd with RBAC on and the CRDs in crds/ applied."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[OpenBao]:
+    """An OpenBao dev server with the transit engine mounted at transit/."""
+    server = start_openbao()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """moto's server: the AWS KMS API on loopback."""
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return helm_path()
 
 
 @pytest.fixture

