@@ -30,7 +30,7 @@ from strongroom.errors import (
     StrongroomError,
     ValidationError,
 )
-from strongroom.keyring import Keyring, build_keyring
+from strongroom.keyring import Keyring, KeyringSet, build_keyring
 from strongroom.store import create_store_engine, ensure_schema, transaction
 from strongroom.store import repository as repo
 from strongroom.store.schema import VersionState
@@ -72,16 +72,27 @@ class Strongroom:
     def __init__(self, settings: Settings, *, engine: Engine, keyring: Keyring) -> None:
         self.settings = settings
         self.engine = engine
-        self.data_keys = DataKeys(engine, keyring, settings.data_keys, actor=settings.actor)
+        self.keyrings = KeyringSet(settings, keyring)
+        self.data_keys = DataKeys(
+            engine,
+            keyring,
+            settings.data_keys,
+            actor=settings.actor,
+            lookup=self.keyrings.for_wrapped,
+        )
 
     @classmethod
     def open(
         cls, settings: Settings | None = None, *, keyring: Keyring | None = None
     ) -> Strongroom:
         settings = settings or Settings.from_env()
-        ring = keyring or build_keyring(settings)
         engine = create_store_engine(settings.database_url)
-        ensure_schema(engine, auto_migrate=settings.auto_migrate)
+        try:
+            ensure_schema(engine, auto_migrate=settings.auto_migrate)
+            ring = keyring or build_keyring(settings)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(settings, engine=engine, keyring=ring)
 
     def close(self) -> None:

@@ -267,10 +267,66 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- keys ----------------------------------------------------------------------------------
+
+
+def cmd_kek_rotate(args: argparse.Namespace) -> int:
+    from strongroom.keyring import keyring_for
+    from strongroom.rotation import rotate_kek
+
+    try:
+        target_spec = KekSpec.parse(args.to)
+    except ValueError as exc:
+        raise UsageError(f"--to: {exc}") from None
+    with _open(args) as room:
+        target = keyring_for(room.settings, target_spec.provider, target_spec.key)
+        report = rotate_kek(room, target)
+    print(
+        json.dumps({"rewrapped": report.rewrapped, "unchanged": report.already,
+                    "kek": report.target})
+    )  # fmt: skip
+    print(
+        f"strongroom: every data key is now wrapped by {report.target}; "
+        f"set STRONGROOM_KEK={target_spec} before the next write",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_kek_status(args: argparse.Namespace) -> int:
+    from strongroom.store import repository as repo
+    from strongroom.store import transaction
+
+    with _open(args) as room, transaction(room.engine) as conn:
+        keys = repo.all_data_keys(conn)
+        usage = repo.data_key_usage(conn)
+    print("DATA KEY                              STATE    VERSIONS  PROVIDER  KEK (VERSION)")
+    for key in keys:
+        version = f" (v{key.kek_version})" if key.kek_version else ""
+        print(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
+              f"{key.kek_id}{version}")  # fmt: skip
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from strongroom.rotation import rekey
+
+    with _open(args) as room:
+        report = rekey(room, batch=args.batch)
+    for failure in report.failures:
+        print(
+            f"strongroom: not re-encrypted: {failure.namespace}/{failure.name} "
+            f"[{failure.key}] v{failure.version}: {failure.reason}",
+            file=sys.stderr,
+        )
+    print(json.dumps(report.summary()))
+    return 0 if report.fail == 0 else 1
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
     parser = argparse.ArgumentParser(
         prog="strongroom",
         description=(
@@ -373,6 +429,36 @@ def build_parser() -> argparse.ArgumentParser:
     a_tail.add_argument("-n", "--count", type=_positive, default=20, help="how many (default 20)")
     a_tail.add_argument("--json", action="store_true", help="one JSON object per line")
     a_tail.set_defaults(handler=cmd_audit_tail)
+
+    kek = sub.add_parser("kek", help="inspect and rotate the key-encryption key")
+    k_sub = kek.add_subparsers(dest="kek_command", metavar="COMMAND", required=True)
+    k_rot = k_sub.add_parser(
+        "rotate",
+        help="rewrap every data key under another KEK",
+        description=(
+            "Rewrap every data key seed under KEK (local, awskms:<key>, vault:<transit key>): "
+            "one unwrap and one wrap per data key, one transaction each. Idempotent and "
+            "resumable; for vault it also moves seeds onto the transit key's latest version. "
+            "Afterwards set STRONGROOM_KEK to the new KEK; the old one can then be disabled."
+        ),
+    )
+    k_rot.add_argument("--to", required=True, metavar="KEK", help="the KEK to rewrap under")
+    k_rot.set_defaults(handler=cmd_kek_rotate)
+    k_stat = k_sub.add_parser("status", help="list data keys, their KEK and how much they hold")
+    k_stat.set_defaults(handler=cmd_kek_status)
+
+    rekey_p = sub.add_parser(
+        "rekey",
+        help="re-encrypt every stored value under a fresh data key",
+        description=(
+            "Start a fresh data key, retire the others and re-encrypt every stored version "
+            "in batches (one transaction each). Resumable: run it again after an interruption. "
+            'Prints {"success": n, "fail": m, "failures": [...]}; a version that fails to '
+            "decrypt is listed and left untouched (exit 1)."
+        ),
+    )
+    rekey_p.add_argument("--batch", type=_positive, default=100, help="versions per commit")
+    rekey_p.set_defaults(handler=cmd_rekey)
 
     _register_extensions(sub)
     return parser

@@ -142,6 +142,8 @@ class Settings:
     """Versions kept readable per secret; older ones are destroyed (ciphertext erased)."""
     auto_migrate: bool = True
     """Create or upgrade the schema on open (turn off where migrations are a deploy step)."""
+    kek_max_attempts: int = 5
+    """Tries per KEK call before a transient failure (throttling, unreachable) is an error."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -164,6 +166,7 @@ class Settings:
             ),
             keep_versions=_read(env, "STRONGROOM_KEEP_VERSIONS", parse_positive_int, 10),
             auto_migrate=_read(env, "STRONGROOM_AUTO_MIGRATE", parse_bool, True),
+            kek_max_attempts=_read(env, "STRONGROOM_KEK_MAX_ATTEMPTS", parse_positive_int, 5),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(settings, **clean) if clean else settings  # type: ignore[arg-type]

@@ -89,6 +89,12 @@ class DataKeys:
             active.uses += 1
             return active.id, active.seed
 
+    def start_new(self) -> tuple[str, bytes]:
+        """Start a fresh seed now (rekey), whatever the policy says."""
+        with self._lock:
+            self._active = self._create()
+            return self._active.id, self._active.seed
+
     def _expired(self, active: _Active) -> bool:
         age = datetime.now(UTC) - _aware(active.created_at)
         return active.uses >= self._policy.max_uses or age >= self._policy.max_age

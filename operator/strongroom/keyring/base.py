@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,3 +53,23 @@ class Keyring(Protocol):
 def context_bytes(context: Mapping[str, str]) -> bytes:
     """Canonical encoding of an encryption context, for providers that take raw AAD."""
     return json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def retry_transient(
+    call: Callable[[], T],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    attempts: int = 5,
+    base_delay: float = 0.2,
+    max_delay: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``, retrying transient failures with full-jitter exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            sleep(random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1))))  # noqa: S311
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from strongroom.errors import ConfigError, UnwrapError
 from strongroom.keyring.base import WrappedSeed, context_bytes
+from strongroom.metrics import kek_call
 
 PROVIDER = "local"
 _AAD_PREFIX = b"strongroom/kek/local/v1"
@@ -53,7 +54,8 @@ class LocalKeyring:
 
     def wrap(self, *, seed: bytes, context: Mapping[str, str]) -> WrappedSeed:
         nonce = os.urandom(_NONCE)
-        sealed = self._aead.encrypt(nonce, seed, _AAD_PREFIX + context_bytes(context))
+        with kek_call(PROVIDER, "wrap"):
+            sealed = self._aead.encrypt(nonce, seed, _AAD_PREFIX + context_bytes(context))
         return WrappedSeed(PROVIDER, self._kek_id, "", nonce + sealed)
 
     def unwrap(self, *, wrapped: WrappedSeed, context: Mapping[str, str]) -> bytes:
@@ -65,9 +67,10 @@ class LocalKeyring:
             )
         blob = wrapped.ciphertext
         try:
-            return self._aead.decrypt(
-                blob[:_NONCE], blob[_NONCE:], _AAD_PREFIX + context_bytes(context)
-            )
+            with kek_call(PROVIDER, "unwrap"):
+                return self._aead.decrypt(
+                    blob[:_NONCE], blob[_NONCE:], _AAD_PREFIX + context_bytes(context)
+                )
         except InvalidTag:
             raise UnwrapError(
                 f"data key {context.get('data_key_id', '?')} does not unwrap under local KEK "

@@ -387,6 +387,107 @@ def retire_data_key(conn: Connection, data_key_id: str) -> None:
     )
 
 
+def rewrap_data_key(
+    conn: Connection,
+    old: DataKeyRow,
+    *,
+    provider: str,
+    kek_id: str,
+    kek_version: str,
+    wrapped_seed: bytes,
+) -> bool:
+    """Point a data key at a new wrapping of the same seed; False if someone got there first."""
+    result = conn.execute(
+        update(data_keys)
+        .where(
+            data_keys.c.id == old.id,
+            data_keys.c.provider == old.provider,
+            data_keys.c.kek_id == old.kek_id,
+            data_keys.c.kek_version == old.kek_version,
+        )
+        .values(provider=provider, kek_id=kek_id, kek_version=kek_version,
+                wrapped_seed=wrapped_seed)
+    )  # fmt: skip
+    return bool(result.rowcount)
+
+
+def retire_other_data_keys(conn: Connection, keep_id: str) -> int:
+    result = conn.execute(
+        update(data_keys)
+        .where(data_keys.c.id != keep_id, data_keys.c.state == DataKeyState.ACTIVE)
+        .values(state=DataKeyState.RETIRED)
+    )
+    return int(result.rowcount)
+
+
+@dataclasses.dataclass(frozen=True)
+class StaleVersion:
+    """A stored value still encrypted under a retired data key (rekey's work list)."""
+
+    namespace: str
+    name: str
+    row: VersionRow
+
+
+def _on_retired_keys() -> Any:
+    return and_(
+        secret_versions.c.ciphertext.is_not(None),
+        secret_versions.c.data_key_id.in_(
+            select(data_keys.c.id).where(data_keys.c.state == DataKeyState.RETIRED)
+        ),
+    )
+
+
+def stale_versions(conn: Connection, *, after_id: int, limit: int) -> list[StaleVersion]:
+    rows = conn.execute(
+        select(secrets.c.namespace, secrets.c.name, *_VERSION_COLUMNS)
+        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
+        .where(_on_retired_keys(), secret_versions.c.id > after_id)
+        .order_by(secret_versions.c.id)
+        .limit(limit)
+    )
+    return [
+        StaleVersion(row[0], row[1], VersionRow(*row[2:]))  # type: ignore[call-arg]
+        for row in rows
+    ]
+
+
+def count_stale_versions(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(secret_versions).where(_on_retired_keys())
+        ).scalar_one()
+    )
+
+
+def reencrypt_version(
+    conn: Connection,
+    row: VersionRow,
+    *,
+    data_key_id: str,
+    salt: bytes,
+    nonce: bytes,
+    ciphertext: bytes,
+) -> bool:
+    result = conn.execute(
+        update(secret_versions)
+        .where(secret_versions.c.id == row.id,
+               secret_versions.c.data_key_id == row.data_key_id)
+        .values(data_key_id=data_key_id, salt=salt, nonce=nonce, ciphertext=ciphertext)
+    )  # fmt: skip
+    return bool(result.rowcount)
+
+
+def data_key_usage(conn: Connection) -> dict[str, int]:
+    """Live (not destroyed) versions per data key id."""
+    rows = conn.execute(
+        select(secret_versions.c.data_key_id, func.count())
+        .where(secret_versions.c.ciphertext.is_not(None))
+        .group_by(secret_versions.c.data_key_id)
+    )
+    return {str(k): int(n) for k, n in rows}
+
+
 # --- audit ---------------------------------------------------------------------------------
 
 

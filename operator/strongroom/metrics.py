@@ -1,0 +1,46 @@
+"""Prometheus metrics, defined once; every layer records into these, the operator serves them.
+
+Names follow Prometheus conventions: counters end in ``_total`` when exposed, durations are in
+seconds. Labels never carry secret names' values or anything derived from a value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Histogram
+
+KEK_CALLS = Counter(
+    "strongroom_kek_calls",
+    "Calls to the key-encryption key provider (wrap, unwrap, describe, rewrap).",
+    ["provider", "op"],
+)
+KEK_ERRORS = Counter(
+    "strongroom_kek_errors",
+    "KEK calls that failed after retries, by provider, operation and cause.",
+    ["provider", "op", "cause"],
+)
+KEK_LATENCY = Histogram(
+    "strongroom_kek_call_seconds",
+    "Latency of KEK provider calls, retries included.",
+    ["provider", "op"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+@contextlib.contextmanager
+def kek_call(provider: str, op: str) -> Iterator[None]:
+    """Count and time one logical KEK call."""
+    KEK_CALLS.labels(provider, op).inc()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        KEK_LATENCY.labels(provider, op).observe(time.perf_counter() - start)
+
+
+def kek_calls(provider: str, op: str) -> float:
+    """Current count, for benchmarks and tests that check how often the KEK is called."""
+    return float(KEK_CALLS.labels(provider, op)._value.get())

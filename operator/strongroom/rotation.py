@@ -1,0 +1,157 @@
+"""Moving between KEKs and between data keys, without ever rewriting a value in place blindly.
+
+``rotate_kek`` rewraps every data key seed under a new KEK: one unwrap and one wrap per data
+key (a handful of KEK calls, not one per secret), one transaction per key, idempotent and
+resumable. Afterwards the old KEK can be disabled.
+
+``rekey`` re-encrypts every stored value version under a fresh data key, in batches (one
+transaction each), resumable after a kill: the fresh key is created and every other key retired
+first, so a re-run simply continues with the versions still under retired keys. A version that
+fails to decrypt is reported (which, and why) and left untouched; Lightpack's rotateKey
+contract ``{"success": n, "fail": m}`` is the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from strongroom.api import Strongroom
+from strongroom.audit import AuditEvent, Outcome
+from strongroom.crypto import Identity, Sealed, open_sealed, seal
+from strongroom.errors import IntegrityError, KeyringError, ValidationError
+from strongroom.keyring import Keyring
+from strongroom.store import repository as repo
+from strongroom.store import transaction
+
+
+@dataclasses.dataclass(frozen=True)
+class RotateReport:
+    rewrapped: int
+    already: int
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RekeyFailure:
+    namespace: str
+    name: str
+    key: str
+    version: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RekeyReport:
+    success: int
+    fail: int
+    data_key_id: str
+    failures: tuple[RekeyFailure, ...] = ()
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "success": self.success,
+            "fail": self.fail,
+            "failures": [dataclasses.asdict(f) for f in self.failures],
+        }
+
+
+def _event(
+    room: Strongroom,
+    action: str,
+    outcome: str,
+    *,
+    key: str = "",
+    detail: str = "",
+    actor: str | None = None,
+) -> AuditEvent:
+    return AuditEvent(time=datetime.now(UTC), actor=actor or room.settings.actor, action=action,
+                      outcome=outcome, key=key, detail=detail[:200])  # fmt: skip
+
+
+def rotate_kek(room: Strongroom, target: Keyring, *, actor: str | None = None) -> RotateReport:
+    """Rewrap every data key under ``target``; safe to run again after an interruption."""
+    latest = getattr(target, "latest_version", None)
+    latest_version = str(latest()) if callable(latest) else None
+    with transaction(room.engine) as conn:
+        rows = repo.all_data_keys(conn)
+    rewrapped = already = 0
+    for row in rows:
+        on_target = row.provider == target.provider and row.kek_id == target.kek_id
+        if on_target and (latest_version is None or row.kek_version == latest_version):
+            already += 1
+            continue
+        seed = room.data_keys.seed(row.id, row)
+        wrapped = target.wrap(seed=seed, context={"data_key_id": row.id})
+        with transaction(room.engine) as conn:
+            changed = repo.rewrap_data_key(
+                conn, row, provider=wrapped.provider, kek_id=wrapped.kek_id,
+                kek_version=wrapped.kek_version, wrapped_seed=wrapped.ciphertext,
+            )  # fmt: skip
+            if changed:
+                repo.append_audit(conn, _event(
+                    room, "datakey.rewrap", Outcome.OK, key=row.id, actor=actor,
+                    detail=f"{row.provider} {row.kek_id} v{row.kek_version or '-'} -> "
+                           f"{wrapped.provider} {wrapped.kek_id} v{wrapped.kek_version or '-'}",
+                ))  # fmt: skip
+        if changed:
+            rewrapped += 1
+        else:
+            already += 1
+    return RotateReport(rewrapped, already, f"{target.provider}:{target.kek_id}")
+
+
+def rekey(room: Strongroom, *, batch: int = 100, actor: str | None = None) -> RekeyReport:
+    """Re-encrypt every live version under a fresh data key, ``batch`` versions per commit."""
+    if batch <= 0:
+        raise ValidationError("--batch must be positive")
+    with transaction(room.engine) as conn:
+        resuming = repo.count_stale_versions(conn) > 0
+    if resuming:
+        new_id, seed = room.data_keys.for_write()
+    else:
+        new_id, seed = room.data_keys.start_new()
+        with transaction(room.engine) as conn:
+            retired = repo.retire_other_data_keys(conn, new_id)
+            repo.append_audit(conn, _event(
+                room, "rekey.start", Outcome.OK, key=new_id, actor=actor,
+                detail=f"{retired} data keys retired",
+            ))  # fmt: skip
+    success = 0
+    failures: list[RekeyFailure] = []
+    after = 0
+    while True:
+        with transaction(room.engine) as conn:
+            stale = repo.stale_versions(conn, after_id=after, limit=batch)
+            if not stale:
+                break
+            done = 0
+            for item in stale:
+                row = item.row
+                old = Identity(item.namespace, item.name, row.key, row.version, row.data_key_id)
+                try:
+                    key_row = None if room.data_keys.is_cached(row.data_key_id) else (
+                        repo.get_data_key(conn, row.data_key_id)
+                    )  # fmt: skip
+                    old_seed = room.data_keys.seed(row.data_key_id, key_row)
+                    sealed_old = Sealed(row.salt or b"", row.nonce or b"", row.ciphertext or b"",
+                                        row.format)  # fmt: skip
+                    plain = open_sealed(old_seed, old, sealed_old)
+                except (IntegrityError, KeyringError) as exc:
+                    failures.append(RekeyFailure(item.namespace, item.name, row.key, row.version,
+                                                 str(exc)))  # fmt: skip
+                    continue
+                sealed = seal(seed, dataclasses.replace(old, data_key_id=new_id), plain)
+                if repo.reencrypt_version(
+                    conn, row, data_key_id=new_id, salt=sealed.salt, nonce=sealed.nonce,
+                    ciphertext=sealed.ciphertext,
+                ):  # fmt: skip
+                    done += 1
+            repo.append_audit(conn, _event(
+                room, "rekey.batch", Outcome.OK if done == len(stale) else Outcome.ERROR,
+                key=new_id, actor=actor,
+                detail=f"{done} re-encrypted, {len(stale) - done} left untouched",
+            ))  # fmt: skip
+            success += done
+            after = stale[-1].row.id
+    return RekeyReport(success, len(failures), new_id, tuple(failures))
