@@ -12,7 +12,7 @@ import dataclasses
 import hmac
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -23,6 +23,7 @@ from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.datakeys import DataKeys
 from strongroom.errors import (
+    AlreadyExists,
     AuditError,
     IntegrityError,
     NotFound,
@@ -165,18 +166,19 @@ class Strongroom:
 
     def _audited(
         self,
-        body: Callable[[Connection], tuple[T, AuditEvent]],
+        body: Callable[[Connection], tuple[T, AuditEvent | None]],
         failure: Callable[[StrongroomError], AuditEvent],
     ) -> T:
         """Run ``body`` and its audit event in one transaction; audit failures too."""
         try:
             with transaction(self.engine) as conn:
                 result, event = body(conn)
-                repo.append_audit(conn, event)
+                if event is not None:
+                    repo.append_audit(conn, event)
             return result
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
-        except (ValidationError, NotFound, IntegrityError) as exc:
+        except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
             event = failure(exc)
             try:
                 with transaction(self.engine) as conn:
@@ -195,6 +197,7 @@ class Strongroom:
         *,
         remove: Iterable[str] = (),
         replace: bool = False,
+        if_absent: bool = False,
         description: str | None = None,
         actor: str | None = None,
     ) -> int:
@@ -219,6 +222,8 @@ class Strongroom:
         def body(conn: Connection) -> tuple[int, AuditEvent]:
             now = datetime.now(UTC)
             secret = repo.lock_secret(conn, namespace, name, description or "", now)
+            if if_absent and secret.current_version:
+                raise AlreadyExists(f"{namespace}/{name} already exists")
             plain: dict[str, bytes] = {}
             existing: set[str] = set()
             if secret.current_version and not replace:
@@ -445,6 +450,52 @@ class Strongroom:
             ),
         )
 
+    def retire_previous(
+        self, namespace: str, name: str, *, grace: timedelta, actor: str | None = None
+    ) -> int:
+        """Destroy versions older than the current one once it is ``grace`` old.
+
+        This is ``rotation.keepPrevious``: clients still holding the previous value keep working
+        for the grace period, after which the old ciphertext is erased.
+        """
+
+        def body(conn: Connection) -> tuple[int, AuditEvent | None]:
+            secret = self._require(conn, namespace, name)
+            if secret.current_version <= 1 or datetime.now(UTC) - _aware(secret.updated_at) < grace:
+                return 0, None
+            destroyed = repo.destroy_versions_before(conn, secret.id, secret.current_version)
+            if not destroyed:
+                return 0, None
+            return destroyed, self._event(
+                "secret.destroy",
+                Outcome.OK,
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                version=secret.current_version - 1,
+                detail=f"versions before {secret.current_version} destroyed after {grace}",
+            )
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                "secret.destroy",
+                _outcome(exc),
+                actor=actor,
+                namespace=namespace,
+                name=name,
+                detail=str(exc),
+            ),
+        )
+
+    def changed_since(self, since: datetime) -> builtins.list[tuple[str, str, int, datetime]]:
+        """(namespace, name, version, updated) of secrets written after ``since``.
+
+        Metadata only, for the operator's store watch; not audited, as it reveals no value.
+        """
+        with transaction(self.engine) as conn:
+            return repo.changed_since(conn, since)
+
     def history(self, namespace: str, name: str) -> builtins.list[tuple[int, str, str, datetime]]:
         """(version, state, created by, created at), newest first; metadata only."""
         with transaction(self.engine) as conn:
@@ -497,6 +548,10 @@ def _preload(conn: Connection, data_key_id: str, room: Strongroom) -> repo.DataK
     if room.data_keys.is_cached(data_key_id):
         return None
     return repo.get_data_key(conn, data_key_id)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _outcome(exc: StrongroomError) -> str:

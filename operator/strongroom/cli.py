@@ -465,7 +465,39 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
 
 
 def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Commands from layers that need optional dependencies (the operator, KEK tools)."""
+    """Commands from layers that need optional dependencies (the operator)."""
+    run = sub.add_parser(
+        "run",
+        help="run the operator (syncs ManagedSecrets into Secrets)",
+        description=(
+            "Run the Kubernetes operator: watch ManagedSecrets, keep their values in the store "
+            "and their Secrets in sync. Uses the in-cluster service account, or KUBECONFIG / "
+            "~/.kube/config outside a cluster. Without --namespace it watches all namespaces."
+        ),
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", metavar="NS",
+                       help="watch this namespace (repeatable)")  # fmt: skip
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="watch every namespace (the default)")  # fmt: skip
+    run.add_argument("--liveness", metavar="URL", default=None,
+                     help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
+    run.add_argument("--peering", action="store_true",
+                     help="coordinate replicas with kopf peering (needs the KopfPeering CRDs)")  # fmt: skip
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        from strongroom.operator.run import run
+    except ImportError:
+        raise ConfigError(
+            "the operator needs its extras: pip install 'strongroom[operator]'"
+        ) from None
+    run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
+        standalone=not args.peering, verbose=args.verbose)  # fmt: skip
+    return 0
 
 
 def _positive(text: str) -> int:

@@ -25,6 +25,10 @@ class NotFound(StrongroomError):  # noqa: N818 - the name reads as the condition
     """The secret, key or version asked for does not exist."""
 
 
+class AlreadyExists(StrongroomError):  # noqa: N818 - reads as the condition it reports
+    """A create-only write found the secret already there."""
+
+
 class KeyringError(StrongroomError):
     """The key-encryption key could not be used."""
 
@@ -53,6 +57,7 @@ class StoreError(StrongroomError):
 
 
 __all__ = [
+    "AlreadyExists",
     "AuditError",
     "ConfigError",
     "IntegrityError",

@@ -157,6 +157,16 @@ def lock_secret(
     return _secret(conn.execute(_LOCK_SECRET, where).one())
 
 
+def changed_since(conn: Connection, since: datetime) -> list[tuple[str, str, int, datetime]]:
+    rows = conn.execute(
+        select(secrets.c.namespace, secrets.c.name, secrets.c.current_version,
+               secrets.c.updated_at)
+        .where(secrets.c.updated_at > since)
+        .order_by(secrets.c.updated_at)
+    )  # fmt: skip
+    return [(str(a), str(b), int(c), d) for a, b, c, d in rows]
+
+
 def list_secrets(conn: Connection, namespace: str | None) -> list[SecretRow]:
     query = select(*_SECRET_COLUMNS).order_by(secrets.c.namespace, secrets.c.name)
     if namespace is not None:

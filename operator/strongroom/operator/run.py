@@ -1,0 +1,55 @@
+"""``strongroom run``: start kopf with Strongroom's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import kopf
+
+from strongroom.config import Settings
+from strongroom.operator.runtime import Runtime
+
+
+def operator_actor() -> str:
+    """Who the audit log names for the operator's own actions."""
+    explicit = os.environ.get("STRONGROOM_ACTOR")
+    if explicit:
+        return explicit
+    namespace = os.environ.get("POD_NAMESPACE")
+    account = os.environ.get("STRONGROOM_SERVICE_ACCOUNT")
+    if namespace and account:
+        return f"system:serviceaccount:{namespace}:{account}"
+    return f"strongroom-operator@{socket.gethostname()}"
+
+
+def run(
+    settings: Settings,
+    *,
+    namespaces: list[str],
+    liveness: str | None = None,
+    standalone: bool = True,
+    verbose: bool = False,
+) -> None:
+    import strongroom.operator.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    actor = operator_actor()
+    runtime = Runtime(settings.__class__(**{**settings.__dict__, "actor": actor}),
+                      namespaces=namespaces, actor=actor)  # fmt: skip
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=standalone,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(runtime=runtime),
+        )
+    )

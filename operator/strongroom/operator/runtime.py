@@ -1,0 +1,364 @@
+"""The operator's moving parts around :class:`strongroom.sync.Syncer`.
+
+- a **scheduler**: one due time per ManagedSecret (refresh, rotation, retry with backoff), one
+  asyncio task that runs reconciles as they fall due, at most ``workers`` at a time, never two
+  for the same object;
+- a **store watch**: polls ``secrets.updated_at`` every couple of seconds, so a value set with
+  the CLI reaches its Secret within seconds, not at the next refresh (works on SQLite and
+  PostgreSQL alike);
+- a **Secret watch**: watches only Secrets labelled ``strongroom.io/managed-by=strongroom``
+  (a server-side label selector: the operator never receives, let alone caches, other
+  Secrets) and repairs edits and deletions at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from strongroom.api import Strongroom
+from strongroom.config import Settings
+from strongroom.errors import ConfigError, StrongroomError
+from strongroom.sync import (
+    GROUP,
+    KIND,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    OWNER_LABEL,
+    PLURAL,
+    VERSION,
+    Result,
+    Syncer,
+    data_hmac,
+    load_hmac_key,
+    status_patch,
+)
+
+log = logging.getLogger("strongroom.operator")
+
+Key = tuple[str, str]
+
+MIN_BACKOFF = 2.0
+MAX_BACKOFF = 300.0
+
+
+@dataclasses.dataclass
+class Tracked:
+    """What the runtime remembers per ManagedSecret (no values)."""
+
+    version: int | None = None
+    data_hmac: str | None = None
+    target: str | None = None
+    target_type: str = "Opaque"
+    failures: int = 0
+
+
+def load_kube_config() -> k8s.ApiClient:
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        try:
+            k8s_config.load_kube_config()
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise ConfigError(
+                f"no Kubernetes access: not in a cluster and no usable kubeconfig ({exc})"
+            ) from None
+    return k8s.ApiClient()
+
+
+class Runtime:
+    """Created before kopf starts; started and stopped by the startup/cleanup handlers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        namespaces: Iterable[str] = (),
+        actor: str,
+        workers: int = 8,
+        store_poll: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.namespaces = tuple(namespaces)
+        self.actor = actor
+        self.workers = workers
+        self.store_poll = store_poll
+        self.tracked: dict[Key, Tracked] = {}
+        self._due: dict[Key, float] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._stop = threading.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.room: Strongroom | None = None
+        self.syncer: Syncer | None = None
+        self.api: k8s.ApiClient | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.api = load_kube_config()
+        self.room = await asyncio.to_thread(Strongroom.open, self.settings)
+        hmac_key = await asyncio.to_thread(load_hmac_key, self.room, self.actor)
+        self.syncer = Syncer(
+            self.room, k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api),
+            k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
+        )  # fmt: skip
+        self._tasks.append(asyncio.create_task(self._schedule_loop(), name="strongroom-scheduler"))
+        self._tasks.append(asyncio.create_task(self._store_watch(), name="strongroom-store-watch"))
+        for namespace in self.namespaces or (None,):
+            thread = threading.Thread(
+                target=self._secret_watch, args=(namespace,), daemon=True,
+                name=f"strongroom-secret-watch-{namespace or 'all'}",
+            )  # fmt: skip
+            thread.start()
+            self._threads.append(thread)
+        log.info("strongroom runtime started (namespaces: %s)", ", ".join(self.namespaces) or "all")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.room is not None:
+            self.room.close()
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def schedule(self, key: Key, delay: float = 0.0) -> None:
+        due = time.monotonic() + max(0.0, delay)
+        current = self._due.get(key)
+        if current is None or due < current:
+            self._due[key] = due
+            self._wake.set()
+
+    def schedule_threadsafe(self, key: Key) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.schedule, key)
+
+    def forget(self, key: Key) -> None:
+        self._due.pop(key, None)
+        self.tracked.pop(key, None)
+
+    async def _schedule_loop(self) -> None:
+        gate = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            ready = [k for k, due in self._due.items() if due <= now]
+            for key in ready:
+                del self._due[key]
+                await gate.acquire()
+                task = asyncio.create_task(self._run(key, gate))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            wait = min((due for due in self._due.values()), default=now + 60) - time.monotonic()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(wait, 60)))
+
+    async def _run(self, key: Key, gate: asyncio.Semaphore) -> None:
+        try:
+            await self.sync(key)
+        except Exception:
+            log.exception("reconcile of %s/%s failed unexpectedly", *key)
+            self.schedule(key, MAX_BACKOFF)
+        finally:
+            gate.release()
+
+    async def sync(self, key: Key) -> Result | None:
+        """Reconcile one ManagedSecret now (serialised per object)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await asyncio.to_thread(self._sync_blocking, key)
+
+    def _sync_blocking(self, key: Key) -> Result | None:  # noqa: PLR0912 - one flat sequence
+        assert self.syncer is not None  # noqa: S101 - started before any sync
+        namespace, name = key
+        custom = self.syncer.custom
+        try:
+            body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                self.forget(key)
+                return None
+            self._retry(key, f"Kubernetes API answered {exc.status}")
+            return None
+        except Urllib3Error as exc:
+            self._retry(key, f"Kubernetes API unreachable ({type(exc).__name__})")
+            return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        result = self.syncer.reconcile(body)
+        tracked = self.tracked.setdefault(key, Tracked())
+        if result.ready:
+            tracked.failures = 0
+            tracked.version = result.version
+            tracked.data_hmac = result.data_hmac
+            spec = body.get("spec") or {}
+            tracked.target = (spec.get("target") or {}).get("name") or name
+            tracked.target_type = (spec.get("target") or {}).get("type") or "Opaque"
+        else:
+            self.syncer.audit_failure(namespace, name, result)
+        patch = status_patch(body, result)
+        try:
+            if patch is not None:
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
+                )
+            for event_type, reason, message in result.events:
+                self._post_event(body, event_type, reason, message)
+            previous = next((c for c in (body.get("status") or {}).get("conditions") or []
+                             if c.get("type") == "Ready"), {})  # fmt: skip
+            if not result.ready and previous.get("reason") != result.reason:
+                self._post_event(body, "Warning", result.reason, result.message)
+        except (ApiException, Urllib3Error) as exc:
+            log.warning("could not update status of %s/%s: %s", namespace, name,
+                        getattr(exc, "status", type(exc).__name__))  # fmt: skip
+        if result.retry or (not result.ready and result.next_refresh is None):
+            tracked.failures += 1
+            delay = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (tracked.failures - 1))
+            self._schedule_from_thread(key, delay)
+        elif result.next_refresh is not None:
+            delay = (result.next_refresh - datetime.now(UTC)).total_seconds()
+            self._schedule_from_thread(key, delay)
+        if result.ready:
+            log.info("%s/%s: %s (version %s)", namespace, name, result.reason, result.version)
+        else:
+            log.warning("%s/%s: %s: %s", namespace, name, result.reason, result.message)
+        return result
+
+    def _retry(self, key: Key, why: str) -> None:
+        tracked = self.tracked.setdefault(key, Tracked())
+        tracked.failures += 1
+        log.warning("%s/%s: %s; retrying", key[0], key[1], why)
+        self._schedule_from_thread(key, min(MAX_BACKOFF, MIN_BACKOFF * 2**tracked.failures))
+
+    def _schedule_from_thread(self, key: Key, delay: float) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.schedule, key, delay)
+
+    def _post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        assert self.syncer is not None  # noqa: S101
+        meta = body["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                         "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta["uid"]},
+            "reason": reason, "message": message[:1024], "type": event_type,
+            "source": {"component": "strongroom"}, "reportingComponent": "strongroom",
+            "reportingInstance": self.actor[:128],
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": 1,
+        }  # fmt: skip
+        self.syncer.core.create_namespaced_event(meta["namespace"], event)
+
+    # -- the two watches --------------------------------------------------------------------
+
+    async def _store_watch(self) -> None:
+        """Pick up values written to the store by anyone (the CLI, another replica)."""
+        assert self.room is not None  # noqa: S101
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        while not self._stop.is_set():
+            await asyncio.sleep(self.store_poll)
+            try:
+                changed = await asyncio.to_thread(self.room.changed_since, since)
+            except StrongroomError as exc:
+                log.warning("store watch: %s", exc)
+                continue
+            for namespace, name, version, updated in changed:
+                stamp = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+                since = max(since, stamp)
+                tracked = self.tracked.get((namespace, name))
+                if tracked is not None and tracked.version != version:
+                    self.schedule((namespace, name))
+
+    def _secret_watch(self, namespace: str | None) -> None:
+        """Repair edits and deletions of managed Secrets (label-selected, server-side)."""
+        assert self.syncer is not None  # noqa: S101
+        core = self.syncer.core
+        selector = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+        resource_version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    listing = (core.list_namespaced_secret(namespace, label_selector=selector)
+                               if namespace else
+                               core.list_secret_for_all_namespaces(label_selector=selector))  # fmt: skip
+                    resource_version = listing.metadata.resource_version
+                method = core.list_namespaced_secret if namespace else (
+                    core.list_secret_for_all_namespaces)  # fmt: skip
+                args = (namespace,) if namespace else ()
+                stream = k8s_watch.Watch().stream(
+                    method, *args, label_selector=selector, resource_version=resource_version,
+                    timeout_seconds=60, allow_watch_bookmarks=True,
+                )  # fmt: skip
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    obj = event["object"]
+                    resource_version = obj.metadata.resource_version
+                    if event["type"] in {"MODIFIED", "DELETED"}:
+                        self._secret_changed(event["type"], obj)
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = None  # expired: list again
+                else:
+                    log.warning("Secret watch: Kubernetes API answered %s", exc.status)
+                    self._stop.wait(2)
+            except Exception as exc:  # noqa: BLE001 - a watch must survive apiserver restarts
+                log.warning("Secret watch interrupted (%s); reconnecting", type(exc).__name__)
+                resource_version = None
+                self._stop.wait(2)
+
+    def _secret_changed(self, kind: str, secret: Any) -> None:
+        labels = secret.metadata.labels or {}
+        owner = labels.get(OWNER_LABEL)
+        if not owner:
+            return
+        key = (secret.metadata.namespace, owner)
+        tracked = self.tracked.get(key)
+        if tracked is None or tracked.target != secret.metadata.name:
+            return
+        if kind == "MODIFIED" and self.syncer is not None and tracked.data_hmac is not None:
+            actual = data_hmac(self.syncer.hmac_key, secret.type or "Opaque", secret.data or {})
+            if actual == tracked.data_hmac and (
+                (secret.metadata.annotations or {}).get("strongroom.io/data-hmac")
+                == tracked.data_hmac
+            ):
+                return  # our own write, or a change that left the data as it should be
+        log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], secret.metadata.name,
+                 "deleted" if kind == "DELETED" else "changed")  # fmt: skip
+        self.schedule_threadsafe(key)
+
+    # -- deletion ---------------------------------------------------------------------------
+
+    async def finalize(self, body: dict[str, Any]) -> str:
+        assert self.syncer is not None  # noqa: S101
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            done = await asyncio.to_thread(self.syncer.finalize, body)
+        self.forget(key)
+        return done

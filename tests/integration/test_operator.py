@@ -1,0 +1,273 @@
+"""The operator running against the real kube-apiserver + etcd, on SQLite and the local KEK."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import urllib.error
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.components.kube import KubeCluster
+from tests.components.operator import OperatorProcess, child_env, eventually
+from tests.conftest import MASTER_KEY
+
+REPO = Path(__file__).resolve().parents[2]
+CANARY = "CANARY-op-5b1d-never-log-me"
+
+
+@pytest.fixture
+def op(kube: KubeCluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    namespace = f"op-{uuid.uuid4().hex[:8]}"
+    kube.ensure_namespace(namespace)
+    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
+    proc = OperatorProcess(kube, namespace, env, tmp_path / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def decoded(secret: dict[str, Any] | None) -> dict[str, str]:
+    assert secret is not None
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def ready(op: OperatorProcess, name: str, version: int | None = None) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        status = op.msec(name).get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
+        ok = conds.get("Ready", {}).get("status") == "True"
+        if ok and (version is None or status.get("version") == version):
+            return status
+        return None
+
+    return dict(eventually(check, timeout=45, what=f"{name} Ready (version {version})"))
+
+
+def test_generated_and_out_of_band_values_reach_the_secret(op: OperatorProcess) -> None:
+    op.apply("db", {"data": [{"key": "password", "generate": {"length": 24, "charset": "hex"}},
+                             {"key": "username"}]})  # fmt: skip
+    status = eventually(lambda: (op.msec("db").get("status") or {}).get("conditions"),
+                        what="a status")  # fmt: skip
+    assert status[0]["reason"] == "MissingValues"
+    assert "username" in status[0]["message"]
+    assert op.secret("db") is None  # nothing is written before every key has a value
+    op.cli("secret", "set", f"{op.namespace}/db", f"username={CANARY}")
+    status = ready(op, "db")
+    data = decoded(op.secret("db"))
+    assert data["username"] == CANARY
+    assert len(data["password"]) == 24 and set(data["password"]) <= set("0123456789abcdef")
+    assert data["password"] == op.cli("secret", "get", f"{op.namespace}/db", "password")
+    assert status["targetName"] == "db" and status["version"] == 2
+    assert status["observedGeneration"] == 1
+    printed = op.kube.kubectl("get", "msec", "-n", op.namespace).stdout
+    assert "True" in printed and "Synced" in printed
+
+
+def test_a_cli_change_reaches_the_secret_within_seconds(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/api", "token=one")
+    op.apply("api", {"data": [{"key": "token"}], "refreshInterval": "1h"})
+    ready(op, "api", 1)
+    op.cli("secret", "set", f"{op.namespace}/api", "token=two")
+    eventually(lambda: decoded(op.secret("api")).get("token") == "two", timeout=15,
+               what="the new value in the Secret")  # fmt: skip
+
+
+def test_an_edited_or_deleted_secret_is_repaired(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/app", "k=right")
+    op.apply("app", {"data": [{"key": "k"}], "refreshInterval": "1h"})
+    ready(op, "app")
+    path = f"/api/v1/namespaces/{op.namespace}/secrets/app"
+    op.kube.request("PATCH", path, {"data": {"k": base64.b64encode(b"wrong").decode()}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    eventually(lambda: decoded(op.secret("app")).get("k") == "right", timeout=15, what="repair")
+    op.kube.request("DELETE", path)
+    eventually(lambda: op.secret("app") is not None and decoded(op.secret("app"))["k"] == "right",
+               timeout=15, what="re-creation")  # fmt: skip
+
+
+def test_an_idle_refresh_writes_nothing(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/quiet", "k=v")
+    op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "1s"})
+    ready(op, "quiet")
+    import time
+
+    time.sleep(2)  # let the first refreshes settle
+    secret_rv = op.secret("quiet")["metadata"]["resourceVersion"]  # type: ignore[index]
+    msec_rv = op.msec("quiet")["metadata"]["resourceVersion"]
+    time.sleep(4)  # several refresh intervals
+    assert op.secret("quiet")["metadata"]["resourceVersion"] == secret_rv  # type: ignore[index]
+    assert op.msec("quiet")["metadata"]["resourceVersion"] == msec_rv
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("Delete", False), ("Retain", True)])
+def test_deleting_the_resource_follows_deletion_policy(
+    op: OperatorProcess, policy: str, kept: bool
+) -> None:
+    op.cli("secret", "set", f"{op.namespace}/gone", "k=v")
+    op.apply("gone", {"data": [{"key": "k"}], "target": {"deletionPolicy": policy}})
+    ready(op, "gone")
+    op.kube.request("DELETE", op.msec_path("gone"))
+
+    def resource_gone() -> bool:
+        try:
+            op.msec("gone")
+        except urllib.error.HTTPError as exc:
+            return exc.code == 404
+        return False
+
+    eventually(resource_gone, what="the ManagedSecret to be finalized")
+    secret = op.secret("gone")
+    assert (secret is not None) is kept
+    if kept:
+        assert not secret["metadata"].get("ownerReferences")  # type: ignore[index]
+    assert op.cli("secret", "get", f"{op.namespace}/gone", "k") == "v"  # values stay in the store
+
+
+def test_import_from_an_existing_secret_once(op: OperatorProcess) -> None:
+    op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
+        "metadata": {"name": "legacy"}, "data": {"api-key": base64.b64encode(CANARY.encode()).decode()},
+    })  # fmt: skip
+    op.apply("imported", {"data": [
+        {"key": "stripe", "fromSecret": {"name": "legacy", "key": "api-key", "deleteSource": True}},
+    ]})  # fmt: skip
+    ready(op, "imported")
+    assert decoded(op.secret("imported")) == {"stripe": CANARY}
+    eventually(lambda: op.secret("legacy") is None, what="the source to be deleted")
+    reasons = {e["reason"] for e in op.events()}
+    assert {"Imported", "Synced"} <= reasons
+
+
+def test_merge_adds_keys_to_an_existing_secret_and_removes_only_them(op: OperatorProcess) -> None:
+    op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
+        "metadata": {"name": "shared"}, "data": {"theirs": base64.b64encode(b"keep").decode()},
+    })  # fmt: skip
+    op.cli("secret", "set", f"{op.namespace}/merged", "ours=added")
+    op.apply("merged", {"data": [{"key": "ours"}],
+                        "target": {"name": "shared", "creationPolicy": "Merge"}})  # fmt: skip
+    ready(op, "merged")
+    assert decoded(op.secret("shared")) == {"theirs": "keep", "ours": "added"}
+    op.kube.request("DELETE", op.msec_path("merged"))
+    eventually(
+        lambda: decoded(op.secret("shared")) == {"theirs": "keep"}, what="merged keys removed"
+    )
+
+
+def test_a_foreign_secret_is_not_overwritten(op: OperatorProcess) -> None:
+    op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
+        "metadata": {"name": "foreign"}, "data": {"x": base64.b64encode(b"theirs").decode()},
+    })  # fmt: skip
+    op.cli("secret", "set", f"{op.namespace}/foreign", "x=ours")
+    op.apply("foreign", {"data": [{"key": "x"}]})
+    eventually(lambda: any(c.get("reason") == "TargetConflict" for c in
+                           (op.msec("foreign").get("status") or {}).get("conditions", [])),
+               what="TargetConflict")  # fmt: skip
+    assert decoded(op.secret("foreign")) == {"x": "theirs"}
+
+
+def test_rotation_and_rollout_restart(op: OperatorProcess) -> None:
+    op.kube.request("POST", f"/apis/apps/v1/namespaces/{op.namespace}/deployments", {
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    })  # fmt: skip
+    op.apply("rotating", {
+        "data": [{"key": "pw", "generate": {"length": 16, "rotationPeriod": "3s"}}],
+        "rotation": {"keepPrevious": "1s"},
+        "rolloutRestart": [{"kind": "Deployment", "name": "web"}],
+    })  # fmt: skip
+    ready(op, "rotating", 1)
+    first = decoded(op.secret("rotating"))["pw"]
+    status = ready(op, "rotating", 2)
+    assert decoded(op.secret("rotating"))["pw"] != first
+    assert "pw" in status["generated"]
+    deployment = op.kube.request("GET", f"/apis/apps/v1/namespaces/{op.namespace}/deployments/web")
+    assert "strongroom.io/restartedAt" in deployment["spec"]["template"]["metadata"]["annotations"]
+    assert {"Rotated", "RolloutRestarted"} <= {e["reason"] for e in op.events()}
+
+    def previous_destroyed() -> bool:
+        history = op.cli("secret", "history", f"{op.namespace}/rotating")
+        return "destroyed" in history
+
+    eventually(previous_destroyed, timeout=20, what="keepPrevious to destroy version 1")
+
+
+def test_a_restart_generates_nothing_new(op: OperatorProcess) -> None:
+    op.apply("stable", {"data": [{"key": "pw", "generate": {}}]})
+    ready(op, "stable", 1)
+    before = decoded(op.secret("stable"))["pw"]
+    op.stop(signal.SIGKILL)
+    op.start()
+    import time
+
+    time.sleep(5)
+    assert decoded(op.secret("stable"))["pw"] == before
+    assert op.msec("stable")["status"]["version"] == 1
+    assert op.cli("secret", "get", f"{op.namespace}/stable", "pw") == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        pytest.param(
+            {"data": [{"key": "k", "generate": {}, "fromSecret": {"name": "s", "key": "k"}}]},
+            "at most one source",
+            id="two-sources",
+        ),
+        pytest.param({"data": [{"key": "bad key"}]}, "spec.data[0].key", id="bad-key"),
+        pytest.param({"refreshInterval": "soon"}, "spec.refreshInterval", id="bad-duration"),
+        pytest.param({"refreshPolicy": "Sometimes"}, "spec.refreshPolicy", id="bad-enum"),
+        pytest.param({"target": {"creationPolicy": "Steal"}}, "creationPolicy", id="bad-policy"),
+        pytest.param({"data": [{"key": "k", "generate": {"length": 2}}]}, "length", id="too-short"),
+        pytest.param({"target": {"name": "Not_A_Name"}}, "spec.target.name", id="bad-target"),
+    ],
+)
+def test_the_apiserver_rejects_invalid_specs(
+    kube: KubeCluster, spec: dict[str, Any], needle: str
+) -> None:
+    body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": "invalid"}, "spec": spec}  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as info:
+        kube.request("POST", "/apis/strongroom.io/v1alpha1/namespaces/default/managedsecrets", body)
+    assert info.value.code == 422
+    assert needle in json.loads(info.value.read())["message"]
+
+
+def test_examples_apply_and_sync(op: OperatorProcess) -> None:
+    for path in sorted((REPO / "examples").glob("managedsecret-*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc["metadata"]["namespace"] = op.namespace
+        op.kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    op.cli("secret", "set", f"{op.namespace}/app-db", "username=app")
+    op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
+        "metadata": {"name": "legacy-stripe"}, "data": {"api-key": base64.b64encode(b"sk").decode()},
+    })  # fmt: skip
+    ready(op, "app-db")
+    ready(op, "payments-api")
+
+
+def test_no_value_in_logs_events_or_status(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/canary", f"oob={CANARY}")
+    op.apply("canary", {"data": [{"key": "oob"}, {"key": "gen", "generate": {"length": 40}}],
+                        "refreshInterval": "1s"})  # fmt: skip
+    ready(op, "canary")
+    generated = op.cli("secret", "get", f"{op.namespace}/canary", "gen")
+    path = f"/api/v1/namespaces/{op.namespace}/secrets/canary"
+    op.kube.request("PATCH", path, {"data": {"oob": base64.b64encode(b"tampered").decode()}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    eventually(lambda: decoded(op.secret("canary"))["oob"] == CANARY, what="repair")
+    op.stop()
+    haystack = op.log() + json.dumps(op.events()) + json.dumps(op.msec("canary"))
+    assert "Synced" in haystack
+    for needle in (CANARY, generated, base64.b64encode(CANARY.encode()).decode(),
+                   base64.b64encode(generated.encode()).decode()):  # fmt: skip
+        assert needle not in haystack
