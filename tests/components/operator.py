@@ -30,7 +30,7 @@ class OperatorProcess:
     def start(self) -> None:
         env = {**self.env, "KUBECONFIG": str(self.kubeconfig or self.kube.kubeconfig)}
         handle = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [STRONGROOM, "run", "--namespace", self.namespace, "--verbose"],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -226,7 +226,7 @@ class Runtime:
                 )
             for event_type, reason, message in result.events:
                 self._post_event(body, event_type, reason, message)
-            previous = next((c for c in (body.get("status") or {}).get("conditions") or []
+            previous: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
                              if c.get("type") == "Ready"), {})  # fmt: skip
             if not result.ready and previous.get("reason") != result.reason:
                 self._post_event(body, "Warning", result.reason, result.message)
