@@ -11,6 +11,7 @@ import builtins
 import dataclasses
 import hmac
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from strongroom.errors import (
     ValidationError,
 )
 from strongroom.keyring import Keyring, KeyringSet, build_keyring
+from strongroom.metrics import STORE_OPS, STORE_SECONDS
 from strongroom.store import create_store_engine, ensure_schema, transaction
 from strongroom.store import repository as repo
 from strongroom.store.schema import VersionState
@@ -170,11 +172,15 @@ class Strongroom:
         failure: Callable[[StrongroomError], AuditEvent],
     ) -> T:
         """Run ``body`` and its audit event in one transaction; audit failures too."""
+        start = time.perf_counter()
         try:
             with transaction(self.engine) as conn:
                 result, event = body(conn)
                 if event is not None:
                     repo.append_audit(conn, event)
+            if event is not None:
+                STORE_OPS.labels(event.action, event.outcome).inc()
+                STORE_SECONDS.labels(event.action).observe(time.perf_counter() - start)
             return result
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None

@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 KEK_CALLS = Counter(
     "strongroom_kek_calls",
@@ -44,3 +44,30 @@ def kek_call(provider: str, op: str) -> Iterator[None]:
 def kek_calls(provider: str, op: str) -> float:
     """Current count, for benchmarks and tests that check how often the KEK is called."""
     return float(KEK_CALLS.labels(provider, op)._value.get())
+
+
+RECONCILES = Counter(
+    "strongroom_reconciles", "ManagedSecret reconciles by outcome (reason).", ["outcome"]
+)
+RECONCILE_SECONDS = Histogram(
+    "strongroom_reconcile_seconds", "Duration of one reconcile by outcome.", ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+SECRET_WRITES = Counter(
+    "strongroom_secret_writes", "Writes of Kubernetes Secrets (create, replace, delete).", ["op"]
+)
+STORE_OPS = Counter("strongroom_store_ops", "Store operations by action and outcome.",
+                    ["action", "outcome"])  # fmt: skip
+STORE_SECONDS = Histogram(
+    "strongroom_store_op_seconds", "Latency of store operations (audit included).", ["action"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)  # fmt: skip
+MANAGED = Gauge("strongroom_managed_secrets", "ManagedSecrets this operator tracks.")
+REFRESH_LAG = Histogram(
+    "strongroom_refresh_lag_seconds", "How late a scheduled reconcile started.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)  # fmt: skip
+OLDEST_UNROTATED = Gauge(
+    "strongroom_oldest_generated_value_age_seconds",
+    "Age of the oldest generated value among the tracked ManagedSecrets.",
+)

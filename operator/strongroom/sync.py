@@ -34,6 +34,7 @@ from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.config import parse_duration
 from strongroom.errors import AlreadyExists, KeyringError, NotFound, StoreError, StrongroomError
+from strongroom.metrics import SECRET_WRITES
 
 GROUP = "strongroom.io"
 VERSION = "v1alpha1"
@@ -426,6 +427,7 @@ class Syncer:
             existing.metadata.labels = {**labels, **want_labels}
             existing.metadata.annotations = {**annotations, **want_annotations}
             self.core.replace_namespaced_secret(spec.target_name, namespace, existing)
+            SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
         new_body: dict[str, Any] = {
@@ -449,13 +451,16 @@ class Syncer:
             }]  # fmt: skip
         if existing is None:
             self.core.create_namespaced_secret(namespace, new_body)
+            SECRET_WRITES.labels("create").inc()
             return True, False
         if (existing.immutable or actual_type != spec.target_type) and not same_data:
             self._delete_secret(namespace, spec.target_name)
             self.core.create_namespaced_secret(namespace, new_body)
+            SECRET_WRITES.labels("recreate").inc()
             return True, True
         new_body["metadata"]["resourceVersion"] = existing.metadata.resource_version
         self.core.replace_namespaced_secret(spec.target_name, namespace, new_body)
+        SECRET_WRITES.labels("replace").inc()
         return True, not same_data
 
     def _rollout_restart(

@@ -26,12 +26,13 @@ class OperatorProcess:
     log_path: Path
     kubeconfig: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
 
     def start(self) -> None:
         env = {**self.env, "KUBECONFIG": str(self.kubeconfig or self.kube.kubeconfig)}
         handle = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [STRONGROOM, "run", "--namespace", self.namespace, "--verbose"],
+            [STRONGROOM, "run", "--namespace", self.namespace, "--verbose", *self.args],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -43,6 +43,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo["runtime"].stop()
 
 
+@kopf.on.probe(id="store")
+async def store_probe(memo: Any, **_: Any) -> str:
+    """Part of /healthz: the store answers (an unreachable database fails the probe)."""
+    runtime: Runtime = memo["runtime"]
+    return await runtime.check_store()
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)

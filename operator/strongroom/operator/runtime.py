@@ -33,6 +33,13 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from strongroom.api import Strongroom
 from strongroom.config import Settings
 from strongroom.errors import ConfigError, StrongroomError
+from strongroom.metrics import (
+    MANAGED,
+    OLDEST_UNROTATED,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    REFRESH_LAG,
+)
 from strongroom.sync import (
     GROUP,
     KIND,
@@ -65,6 +72,7 @@ class Tracked:
     target: str | None = None
     target_type: str = "Opaque"
     failures: int = 0
+    oldest_generated: str | None = None
 
 
 def load_kube_config() -> k8s.ApiClient:
@@ -165,6 +173,7 @@ class Runtime:
             now = time.monotonic()
             ready = [k for k, due in self._due.items() if due <= now]
             for key in ready:
+                REFRESH_LAG.observe(max(0.0, now - self._due[key]))
                 del self._due[key]
                 await gate.acquire()
                 task = asyncio.create_task(self._run(key, gate))
@@ -190,7 +199,7 @@ class Runtime:
         async with lock:
             return await asyncio.to_thread(self._sync_blocking, key)
 
-    def _sync_blocking(self, key: Key) -> Result | None:  # noqa: PLR0912 - one flat sequence
+    def _sync_blocking(self, key: Key) -> Result | None:  # noqa: PLR0912, PLR0915 - one flat sequence
         assert self.syncer is not None  # noqa: S101 - started before any sync
         namespace, name = key
         custom = self.syncer.custom
@@ -207,8 +216,18 @@ class Runtime:
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None
+        start = time.perf_counter()
         result = self.syncer.reconcile(body)
+        RECONCILES.labels(result.reason).inc()
+        RECONCILE_SECONDS.labels(result.reason).observe(time.perf_counter() - start)
         tracked = self.tracked.setdefault(key, Tracked())
+        MANAGED.set(len(self.tracked))
+        if result.generated:
+            oldest = min(result.generated.values())
+            tracked.oldest_generated = oldest
+            stamps = [t.oldest_generated for t in self.tracked.values() if t.oldest_generated]
+            first = datetime.fromisoformat(min(stamps).replace("Z", "+00:00"))
+            OLDEST_UNROTATED.set((datetime.now(UTC) - first).total_seconds())
         if result.ready:
             tracked.failures = 0
             tracked.version = result.version
@@ -351,6 +370,12 @@ class Runtime:
         log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], secret.metadata.name,
                  "deleted" if kind == "DELETED" else "changed")  # fmt: skip
         self.schedule_threadsafe(key)
+
+    async def check_store(self) -> str:
+        if self.room is None:
+            raise RuntimeError("store not open yet")
+        await asyncio.to_thread(self.room.changed_since, datetime.now(UTC))
+        return "ok"
 
     # -- deletion ---------------------------------------------------------------------------
 
