@@ -14,53 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 VALUE = "x" * 256
-
-
-class LatencyProxy:
-    """Forward TCP to ``upstream``, delaying each client request by ``delay`` seconds."""
-
-    def __init__(self, upstream: int, delay: float) -> None:
-        self.upstream = upstream
-        self.delay = delay
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            client, _ = self.server.accept()
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            for sock in (client, upstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, delayed: bool) -> None:
-        last = 0.0
-        try:
-            while chunk := src.recv(65536):
-                now = time.monotonic()
-                if delayed and now - last > 0.002:  # a new request, not the rest of one
-                    time.sleep(self.delay)
-                last = time.monotonic()
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def worker(phase: str, url: str, kek: str, ops: int) -> None:
@@ -106,9 +66,10 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.components.moto import start_moto
+    from tests.components.proxy import TcpProxy
 
     moto = start_moto()
-    proxy = LatencyProxy(moto.port, args.latency_ms / 1000)
+    proxy = TcpProxy(moto.port, delay=args.latency_ms / 1000)
     try:
         base = {**os.environ, **moto.env(), "STRONGROOM_MASTER_KEY": os.urandom(32).hex()}
         kms = boto3.client("kms", endpoint_url=moto.endpoint, region_name=moto.region,

@@ -89,6 +89,13 @@ class DataKeys:
             active.uses += 1
             return active.id, active.seed
 
+    def check(self) -> str:
+        """For health probes: is a seed for writes available (loading it if needed)?"""
+        with self._lock:
+            if self._active is None or self._expired(self._active):
+                self._active = self._load_or_create()
+            return "ok"
+
     def start_new(self) -> tuple[str, bytes]:
         """Start a fresh seed now (rekey), whatever the policy says."""
         with self._lock:

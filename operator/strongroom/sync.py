@@ -200,14 +200,24 @@ class Syncer:
         custom: CustomObjectsApi,
         *,
         actor: str,
-        hmac_key: bytes,
+        hmac_key: bytes | None = None,
     ) -> None:
         self.room = room
         self.core = core
         self.apps = apps
         self.custom = custom
         self.actor = actor
-        self.hmac_key = hmac_key
+        self._hmac_key = hmac_key
+
+    @property
+    def hmac_key(self) -> bytes:
+        """Loaded from the store on first need, so a KEK outage at start is not a crash."""
+        if self._hmac_key is None:
+            self._hmac_key = load_hmac_key(self.room, self.actor)
+        return self._hmac_key
+
+    def hmac_key_if_loaded(self) -> bytes | None:
+        return self._hmac_key
 
     # -- the main path ----------------------------------------------------------------------
 

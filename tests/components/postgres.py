@@ -94,7 +94,13 @@ class PostgresServer:
         return True
 
     def stop(self) -> None:
+        """Fast shutdown (clients are disconnected, as in a real restart), then reap."""
         if self.proc is not None:
+            subprocess.run(
+                self._cmd(str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir),
+                          "-m", "fast", "-w", "-t", "30"),
+                capture_output=True, check=False,
+            )  # fmt: skip
             stop(self.proc)
             self.proc = None
 

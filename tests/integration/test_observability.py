@@ -43,7 +43,8 @@ def test_metrics_health_and_json_logs(kube: KubeCluster, tmp_path: Path) -> None
             assert name in text, name
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as r:
             assert r.status == 200
-            assert json.loads(r.read())["store"] == "ok"
+            probes = json.loads(r.read())
+            assert probes["store"] == "ok" and probes["kek"] == "ok"
     finally:
         op.stop()
     lines = [line for line in op.log().splitlines() if line.startswith("{")]

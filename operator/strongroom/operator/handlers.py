@@ -50,6 +50,13 @@ async def store_probe(memo: Any, **_: Any) -> str:
     return await runtime.check_store()
 
 
+@kopf.on.probe(id="kek")
+async def kek_probe(memo: Any, **_: Any) -> str:
+    """Part of /healthz: a seed for writes is available (so the KEK worked at least once)."""
+    runtime: Runtime = memo["runtime"]
+    return await runtime.check_kek()
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)

@@ -123,7 +123,11 @@ class Runtime:
         self._loop = asyncio.get_running_loop()
         self.api = load_kube_config()
         self.room = await asyncio.to_thread(Strongroom.open, self.settings)
-        hmac_key = await asyncio.to_thread(load_hmac_key, self.room, self.actor)
+        try:
+            hmac_key: bytes | None = await asyncio.to_thread(load_hmac_key, self.room, self.actor)
+        except StrongroomError as exc:
+            log.warning("store or KEK not usable yet (%s); reconciles will retry", exc)
+            hmac_key = None
         self.syncer = Syncer(
             self.room, k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api),
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
@@ -360,8 +364,9 @@ class Runtime:
         tracked = self.tracked.get(key)
         if tracked is None or tracked.target != secret.metadata.name:
             return
-        if kind == "MODIFIED" and self.syncer is not None and tracked.data_hmac is not None:
-            actual = data_hmac(self.syncer.hmac_key, secret.type or "Opaque", secret.data or {})
+        key_bytes = self.syncer.hmac_key_if_loaded() if self.syncer is not None else None
+        if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
+            actual = data_hmac(key_bytes, secret.type or "Opaque", secret.data or {})
             if actual == tracked.data_hmac and (
                 (secret.metadata.annotations or {}).get("strongroom.io/data-hmac")
                 == tracked.data_hmac
@@ -370,6 +375,12 @@ class Runtime:
         log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], secret.metadata.name,
                  "deleted" if kind == "DELETED" else "changed")  # fmt: skip
         self.schedule_threadsafe(key)
+
+    async def check_kek(self) -> str:
+        """The KEK can unwrap the active data key (one KEK call only when nothing is cached)."""
+        if self.room is None:
+            raise RuntimeError("store not open yet")
+        return await asyncio.to_thread(self.room.data_keys.check)
 
     async def check_store(self) -> str:
         if self.room is None:
