@@ -193,6 +193,15 @@ class KubeCluster:
             raw = response.read()
         return json.loads(raw) if raw else None
 
+    def request_text(self, path: str) -> str:
+        """A raw GET returning text (e.g. the apiserver's own /metrics)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        request = urllib.request.Request(  # noqa: S310
+            self.server + path, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(request, context=ctx, timeout=30) as response:  # noqa: S310
+            return str(response.read().decode())
+
     def service_account_token(self, namespace: str, name: str, *, create: bool = True) -> str:
         """A bound token for ``namespace/name`` (created if absent) via TokenRequest."""
         if create:

@@ -60,9 +60,9 @@ async def kek_probe(memo: Any, **_: Any) -> str:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def reconcile(name: str, namespace: str | None, body: Any, memo: Any, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
-    await runtime.sync((namespace or "", name))
+    await runtime.sync((namespace or "", name), dict(body))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -51,6 +52,7 @@ from strongroom.sync import (
     Result,
     Syncer,
     data_hmac,
+    discard,
     load_hmac_key,
     status_patch,
 )
@@ -121,6 +123,11 @@ class Runtime:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # Reconciles wait on the network and the database, not the CPU: more threads than
+        # asyncio's default (cores + 4) keep a burst of new objects moving.
+        self._loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(self.workers * 2, thread_name_prefix="strongroom")
+        )
         self.api = load_kube_config()
         self.room = await asyncio.to_thread(Strongroom.open, self.settings)
         try:
@@ -197,18 +204,23 @@ class Runtime:
         finally:
             gate.release()
 
-    async def sync(self, key: Key) -> Result | None:
-        """Reconcile one ManagedSecret now (serialised per object)."""
+    async def sync(self, key: Key, body: dict[str, Any] | None = None) -> Result | None:
+        """Reconcile one ManagedSecret now (serialised per object).
+
+        ``body`` is the object kopf just delivered; without it the object is read first.
+        """
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            return await asyncio.to_thread(self._sync_blocking, key)
+            return await asyncio.to_thread(self._sync_blocking, key, body)
 
-    def _sync_blocking(self, key: Key) -> Result | None:  # noqa: PLR0912, PLR0915 - one flat sequence
+    def _sync_blocking(self, key: Key, given: dict[str, Any] | None = None) -> Result | None:  # noqa: PLR0912, PLR0915 - one flat sequence
         assert self.syncer is not None  # noqa: S101 - started before any sync
         namespace, name = key
         custom = self.syncer.custom
         try:
-            body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            body = given if given is not None else (
+                custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            )  # fmt: skip
         except ApiException as exc:
             if exc.status == 404:
                 self.forget(key)
@@ -244,9 +256,10 @@ class Runtime:
         patch = status_patch(body, result)
         try:
             if patch is not None:
-                custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
-                )
+                discard(custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": patch},
+                    _preload_content=False,
+                ))  # fmt: skip
             for event_type, reason, message in result.events:
                 self._post_event(body, event_type, reason, message)
             previous: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
@@ -295,7 +308,9 @@ class Runtime:
             "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": 1,
         }  # fmt: skip
-        self.syncer.core.create_namespaced_event(meta["namespace"], event)
+        discard(self.syncer.core.create_namespaced_event(
+            meta["namespace"], event, _preload_content=False
+        ))  # fmt: skip
 
     # -- the two watches --------------------------------------------------------------------
 

@@ -1,0 +1,205 @@
+"""The operator against the real kube-apiserver: apply-to-Synced time beside a floor.
+
+Floor: creating the same number of Secrets directly with the kubernetes client (sequential
+POSTs, the least any operator must do). Operator: `strongroom run` on SQLite and the local
+KEK; N ManagedSecrets (one generated key each) are created and the clock stops when all are
+Ready. Then one idle refresh cycle is watched through the apiserver's own request counters
+(writes = POST/PUT/PATCH/DELETE), and the operator's peak RSS is read after syncing
+--rss-count ManagedSecrets.
+
+Prints per-size timings and a final line
+``ratio operator_vs_floor=X rss_mib_10k=Y idle_writes=Z``.
+Usage: python -m bench.operator [--count 1000] [--rss-count 10000] [--sizes 100,250,500,1000]
+       [--plot docs/sync-time.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.components.kube import KubeCluster, start_cluster  # noqa: E402
+
+STRONGROOM = str(Path(sys.executable).parent / "strongroom")
+
+
+def post_all(kube: KubeCluster, path: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda body: kube.request("POST", path, body), bodies))
+
+
+def floor(kube: KubeCluster, count: int) -> float:
+    ns = f"floor-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(ns)
+    bodies = [{"metadata": {"name": f"s{i}"}, "data": {"k": "dmFsdWU="}} for i in range(count)]
+    start = time.perf_counter()
+    post_all(kube, f"/api/v1/namespaces/{ns}/secrets", bodies)
+    return time.perf_counter() - start
+
+
+def ready_count(kube: KubeCluster, ns: str) -> int:
+    items = kube.request("GET", f"/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets")[
+        "items"
+    ]
+    return sum(
+        1 for item in items
+        if any(c["type"] == "Ready" and c["status"] == "True"
+               for c in (item.get("status") or {}).get("conditions", []))
+    )  # fmt: skip
+
+
+def start_operator(kube: KubeCluster, ns: str, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig),
+           "STRONGROOM_DATABASE_URL": f"sqlite:///{workdir / f'{ns}.db'}",
+           "STRONGROOM_MASTER_KEY": os.urandom(32).hex()}  # fmt: skip
+    log = (workdir / f"{ns}.log").open("wb")
+    return subprocess.Popen([STRONGROOM, "run", "--namespace", ns], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def operator_run(
+    kube: KubeCluster, count: int, workdir: Path, refresh: str = "1h"
+) -> tuple[float, str, subprocess.Popen[bytes]]:
+    ns = f"op-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(ns)
+    proc = start_operator(kube, ns, workdir)
+    time.sleep(3)  # let kopf start watching, as a deployed operator would be
+    bodies = [{"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+               "metadata": {"name": f"m{i}"},
+               "spec": {"data": [{"key": "pw", "generate": {"length": 24}}],
+                        "refreshInterval": refresh}} for i in range(count)]  # fmt: skip
+    start = time.perf_counter()
+    post_all(kube, f"/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets", bodies)
+    while ready_count(kube, ns) < count:
+        if proc.poll() is not None:
+            raise RuntimeError(f"operator exited; see {workdir / f'{ns}.log'}")
+        time.sleep(0.5)
+    return time.perf_counter() - start, ns, proc
+
+
+WATCHED_RESOURCES = {"secrets", "managedsecrets", "events", "deployments", "statefulsets",
+                     "daemonsets"}  # fmt: skip
+
+
+def api_writes(kube: KubeCluster) -> dict[str, float]:
+    """Write requests the apiserver served, per verb and resource; the apiserver's own lease
+    renewals (kube-system leases) are not the operator's and are left out."""
+    text = kube.request_text("/metrics")
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        verb = re.search(r'verb="([A-Z]+)"', line)
+        resource = re.search(r'resource="([a-z]+)"', line)
+        if verb and resource and verb.group(1) in {"POST", "PUT", "PATCH", "DELETE", "APPLY"}:
+            if resource.group(1) in WATCHED_RESOURCES:
+                key = f"{verb.group(1)} {resource.group(1)}"
+                totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--rss-count", type=int, default=10_000)
+    parser.add_argument("--sizes", default="100,250,500,1000")
+    parser.add_argument("--plot", default="")
+    args = parser.parse_args()
+    kube = start_cluster()
+    results: dict[str, Any] = {"sizes": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="strongroom-bench-op-") as tmp:
+            work = Path(tmp)
+            for size in [int(s) for s in args.sizes.split(",") if s]:
+                floor_s = floor(kube, size)
+                op_s, _, proc = operator_run(kube, size, work)
+                stop(proc)
+                results["sizes"].append({"n": size, "floor_s": floor_s, "operator_s": op_s})
+                print(f"n={size} floor={floor_s:.2f}s operator={op_s:.2f}s "
+                      f"ratio={op_s / floor_s:.2f}", flush=True)  # fmt: skip
+            floor_s = floor(kube, args.count)
+            op_s, _, proc = operator_run(kube, args.count, work, refresh="20s")
+            time.sleep(25)  # first refresh cycle after creation settles
+            before = api_writes(kube)
+            time.sleep(25)  # one full idle refresh cycle (20 s ± 10 %)
+            after = api_writes(kube)
+            delta = {
+                k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)
+            }
+            idle = sum(delta.values())
+            if delta:
+                print(f"idle writes by kind: {delta}", flush=True)
+            stop(proc)
+            print(f"n={args.count} floor={floor_s:.2f}s operator={op_s:.2f}s idle_writes={idle:.0f}",
+                  flush=True)  # fmt: skip
+            rss_s, _, proc = operator_run(kube, args.rss_count, work)
+            rss = peak_rss_mib(proc.pid)
+            stop(proc)
+            print(f"n={args.rss_count} operator={rss_s:.1f}s peak_rss={rss:.0f}MiB", flush=True)
+            results.update(ratio=op_s / floor_s, rss_mib=rss, idle_writes=idle,
+                           rss_count=args.rss_count, rss_seconds=rss_s)  # fmt: skip
+    finally:
+        kube.stop()
+    if args.plot:
+        plot(results, Path(args.plot))
+        Path(args.plot).with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print(f"ratio operator_vs_floor={results['ratio']:.2f} rss_mib_10k={results['rss_mib']:.0f} "
+          f"idle_writes={results['idle_writes']:.0f}")  # fmt: skip
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = results["sizes"] + [{"n": results["rss_count"], "operator_s": results["rss_seconds"],
+                                 "floor_s": None}]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.plot([s["n"] for s in sizes], [s["operator_s"] for s in sizes], "o-",
+            label="operator: apply → all Synced")  # fmt: skip
+    floors = [s for s in sizes if s["floor_s"] is not None]
+    ax.plot([s["n"] for s in floors], [s["floor_s"] for s in floors], "s--",
+            label="floor: create the Secrets directly")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("ManagedSecrets")
+    ax.set_ylabel("seconds")
+    ax.set_title("Strongroom sync time (2 cores, SQLite, local KEK, real kube-apiserver)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()
