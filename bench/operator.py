@@ -104,10 +104,10 @@ def api_writes(kube: KubeCluster) -> dict[str, float]:
             continue
         verb = re.search(r'verb="([A-Z]+)"', line)
         resource = re.search(r'resource="([a-z]+)"', line)
-        if verb and resource and verb.group(1) in {"POST", "PUT", "PATCH", "DELETE", "APPLY"}:
-            if resource.group(1) in WATCHED_RESOURCES:
-                key = f"{verb.group(1)} {resource.group(1)}"
-                totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        writes = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+        if verb and resource and verb.group(1) in writes and resource.group(1) in WATCHED_RESOURCES:
+            key = f"{verb.group(1)} {resource.group(1)}"
+            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
 
 
