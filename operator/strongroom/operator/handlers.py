@@ -31,6 +31,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Bound kopf's per-object workers: a burst of thousands of new objects then queues instead
+    # of holding thousands of bodies and coroutines in memory at once.
+    settings.batching.worker_limit = memo["worker_limit"]
+    settings.batching.idle_timeout = 2.0
     runtime: Runtime = memo["runtime"]
     try:
         await runtime.start()
