@@ -6,7 +6,8 @@ Floor: the least an audited operation can cost with sqlite3 and cryptography dir
 Strongroom: set and get of the same 1 KiB values through the public Python API (SQLite, the
 local keyring, one process). Both use SQLite's default durability in WAL mode.
 
-Prints ``floor_set=… floor_get=… set=… get=…`` (ops/s) and ``ratio set=X get=Y``.
+Prints ``floor_set=… floor_get=… set=… get=…`` (ops/s, medians of alternating rounds) and
+``ratio set=X get=Y``.
 Usage: python -m bench.store [--ops N]
 """
 
@@ -16,6 +17,7 @@ import argparse
 import hashlib
 import os
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -89,10 +91,18 @@ def strongroom(path: Path, ops: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=2000, help="operations per phase")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians")
     args = parser.parse_args()
+    floors, rooms = [], []
     with tempfile.TemporaryDirectory(prefix="strongroom-bench-") as tmp:
-        floor_set, floor_get = floor(Path(tmp) / "floor.db", args.ops)
-        room_set, room_get = strongroom(Path(tmp) / "strongroom.db", args.ops)
+        # Alternate floor and Strongroom so disk and CPU noise hits both alike.
+        for i in range(args.rounds):
+            floors.append(floor(Path(tmp) / f"floor{i}.db", args.ops))
+            rooms.append(strongroom(Path(tmp) / f"strongroom{i}.db", args.ops))
+    floor_set = statistics.median(f[0] for f in floors)
+    floor_get = statistics.median(f[1] for f in floors)
+    room_set = statistics.median(r[0] for r in rooms)
+    room_get = statistics.median(r[1] for r in rooms)
     print(
         f"floor_set={floor_set:.0f} floor_get={floor_get:.0f} set={room_set:.0f} get={room_get:.0f}"
     )

@@ -179,8 +179,7 @@ class Strongroom:
                 if event is not None:
                     repo.append_audit(conn, event)
             if event is not None:
-                STORE_OPS.labels(event.action, event.outcome).inc()
-                STORE_SECONDS.labels(event.action).observe(time.perf_counter() - start)
+                _observe(event.action, event.outcome, time.perf_counter() - start)
             return result
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
@@ -554,6 +553,19 @@ def _preload(conn: Connection, data_key_id: str, room: Strongroom) -> repo.DataK
     if room.data_keys.is_cached(data_key_id):
         return None
     return repo.get_data_key(conn, data_key_id)
+
+
+_METRIC_CHILDREN: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _observe(action: str, outcome: str, seconds: float) -> None:
+    """Record a store operation; labelled children are cached (this is the hot path)."""
+    children = _METRIC_CHILDREN.get((action, outcome))
+    if children is None:
+        children = (STORE_OPS.labels(action, outcome), STORE_SECONDS.labels(action))
+        _METRIC_CHILDREN[(action, outcome)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def _aware(moment: datetime) -> datetime:
