@@ -167,21 +167,11 @@ def test_a_failed_set_writes_nothing(env: dict[str, str]) -> None:
 
 
 COMMANDS = [
-    [],
-    ["keygen"],
-    ["db"],
-    ["db", "upgrade"],
-    ["secret"],
-    ["secret", "set"],
-    ["secret", "get"],
-    ["secret", "list"],
-    ["secret", "delete"],
-    ["secret", "verify"],
-    ["secret", "history"],
-    ["audit"],
-    ["audit", "verify"],
-    ["audit", "tail"],
-]
+    [], ["keygen"], ["db"], ["db", "upgrade"], ["secret"], ["secret", "set"], ["secret", "get"],
+    ["secret", "list"], ["secret", "delete"], ["secret", "verify"], ["secret", "history"],
+    ["audit"], ["audit", "verify"], ["audit", "tail"], ["kek"], ["kek", "rotate"],
+    ["kek", "status"], ["rekey"], ["run"],
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from pathlib import Path
 
 import boto3
 import hvac
@@ -15,6 +16,7 @@ from strongroom.config import KekSpec, Settings
 from strongroom.keyring import keyring_for
 from strongroom.metrics import kek_calls
 from strongroom.rotation import rotate_kek
+from tests.components.kube import KubeCluster
 from tests.components.moto import MotoServer
 from tests.components.openbao import OpenBao, start_openbao
 from tests.conftest import make_settings
@@ -318,3 +320,37 @@ def test_vault_without_credentials_is_a_config_error(
     monkeypatch.delenv("VAULT_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="VAULT_TOKEN"):
         Strongroom.open(settings_for(sqlite_url, "vault:k"))
+
+
+def test_vault_kubernetes_auth_with_a_service_account_token(
+    sqlite_url: str, vault: hvac.Client, transit_key: str, kube: KubeCluster, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """OpenBao's Kubernetes auth reviews the token against the real test apiserver."""
+    mount = f"k8s-{uuid.uuid4().hex[:6]}"
+    vault.sys.enable_auth_method("kubernetes", path=mount)
+    vault.write(f"auth/{mount}/config", kubernetes_host=kube.server,
+                kubernetes_ca_cert=kube.ca_file.read_text(), token_reviewer_jwt=kube.admin_token,
+                disable_local_ca_jwt=True)  # fmt: skip
+    vault.sys.create_or_update_policy(name=f"{mount}-transit", policy=(
+        f'path "transit/encrypt/{transit_key}" {{ capabilities = ["update"] }}\n'
+        f'path "transit/decrypt/{transit_key}" {{ capabilities = ["update"] }}'
+    ))  # fmt: skip
+    vault.write(f"auth/{mount}/role/strongroom", bound_service_account_names="strongroom",
+                bound_service_account_namespaces="default", token_policies=f"{mount}-transit",
+                ttl="10m")  # fmt: skip
+    token_file = tmp_path / "token"
+    token_file.write_text(kube.service_account_token("default", "strongroom"))
+    monkeypatch.delenv("VAULT_TOKEN")
+    monkeypatch.setenv("VAULT_K8S_ROLE", "strongroom")
+    monkeypatch.setenv("VAULT_K8S_MOUNT", mount)
+    monkeypatch.setenv("VAULT_K8S_TOKEN_PATH", str(token_file))
+    with Strongroom.open(settings_for(sqlite_url, f"vault:{transit_key}")) as room:
+        room.set("ns", "s", {"k": "via-k8s-auth"})
+    with Strongroom.open(settings_for(sqlite_url, f"vault:{transit_key}")) as room:
+        assert room.get("ns", "s", "k").data["k"] == "via-k8s-auth"
+    token_file.write_text(kube.service_account_token("default", "someone-else"))
+    from strongroom import ConfigError
+
+    with pytest.raises(ConfigError, match="Kubernetes login as role 'strongroom' failed"):
+        Strongroom.open(settings_for(sqlite_url, f"vault:{transit_key}"))
