@@ -36,7 +36,6 @@ from strongroom.keyring.base import WrappedSeed
 from strongroom.metrics import KEK_ERRORS, kek_call
 
 PROVIDER = "awskms"
-CONTEXT_KEY = "strongroom:data_key_id"
 T = TypeVar("T")
 
 _CAUSES = {
