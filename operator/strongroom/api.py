@@ -170,17 +170,28 @@ class Strongroom:
         self,
         body: Callable[[Connection], tuple[T, AuditEvent | None]],
         failure: Callable[[StrongroomError], AuditEvent],
+        *,
+        read_only: bool = False,
     ) -> T:
-        """Run ``body`` and its audit event in one transaction; audit failures too."""
+        """Run ``body`` and its audit event in one transaction; audit failures too.
+
+        A failed write is rolled back and audited in a transaction of its own. A failed read
+        (``read_only``) has written nothing, so its audit event commits in the same one.
+        """
         start = time.perf_counter()
+        failed: StrongroomError | None = None
         try:
             with transaction(self.engine) as conn:
-                result, event = body(conn)
+                try:
+                    result, event = body(conn)
+                except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
+                    if not read_only:
+                        raise
+                    failed, event = exc, failure(exc)
                 if event is not None:
                     repo.append_audit(conn, event)
             if event is not None:
                 _observe(event.action, event.outcome, time.perf_counter() - start)
-            return result
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
         except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
@@ -191,6 +202,9 @@ class Strongroom:
             except StoreError as audit_exc:
                 raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
             raise
+        if failed is not None:
+            raise failed
+        return result
 
     # -- operations -------------------------------------------------------------------------
 
@@ -342,6 +356,7 @@ class Strongroom:
                 version=version,
                 detail=str(exc),
             ),
+            read_only=True,
         )
 
     def verify(
@@ -386,6 +401,7 @@ class Strongroom:
                 key=key,
                 detail=str(exc),
             ),
+            read_only=True,
         )
 
     def list(
@@ -425,6 +441,7 @@ class Strongroom:
                 namespace=namespace or "",
                 detail=str(exc),
             ),
+            read_only=True,
         )
 
     def delete(self, namespace: str, name: str, *, actor: str | None = None) -> int:

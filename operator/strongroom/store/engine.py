@@ -11,6 +11,7 @@ PostgreSQL: psycopg 3; ``postgresql://`` URLs are mapped to the psycopg driver.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,8 @@ def create_store_engine(url: str) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
+    _SQLITE_WRITERS[id(engine)] = threading.Lock()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -78,11 +81,21 @@ def describe_db_error(exc: SQLAlchemyError) -> str:
     return type(exc).__name__
 
 
+_SQLITE_WRITERS: dict[int, threading.Lock] = {}
+
+
 @contextlib.contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction; database failures become a :class:`StoreError` with a clean message."""
+    """One transaction; database failures become a :class:`StoreError` with a clean message.
+
+    On SQLite, threads of one process queue on a Python lock before ``BEGIN IMMEDIATE``:
+    SQLite's own busy handler sleeps in growing steps (up to 100 ms) while it waits for the
+    write lock, which under a burst of concurrent reconciles costs far more than the work.
+    Other processes still meet at SQLite's lock.
+    """
+    gate = _SQLITE_WRITERS.get(id(engine)) if engine.dialect.name == "sqlite" else None
     try:
-        with engine.begin() as conn:
+        with gate if gate is not None else contextlib.nullcontext(), engine.begin() as conn:
             yield conn
     except SQLAlchemyError as exc:
         raise StoreError(f"database error: {describe_db_error(exc)}") from None
