@@ -261,7 +261,7 @@ class Syncer:
         now = _now()
         generated = dict(status.get("generated") or {})
         events: list[tuple[str, str, str]] = []
-        stored = self._stored(namespace, name)
+        stored, version = self._stored(namespace, name)
 
         # 1. Resolve every declared key into the store.
         new_values: dict[str, Any] = {}
@@ -307,7 +307,7 @@ class Syncer:
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
-            stored = {**stored, **new_values, "__version__": version}
+            stored = {**stored, **new_values}
         for source_name in sources_to_delete:
             self._delete_secret(namespace, source_name)
 
@@ -321,11 +321,10 @@ class Syncer:
                 generated=generated, next_refresh=self._next_refresh(spec, generated, now),
             )  # fmt: skip
 
-        version = int(stored["__version__"])
         desired = {
             key: base64.b64encode(values.render(value).encode("utf-8")).decode()
-            for key, value in stored.items() if key != "__version__"
-        }  # fmt: skip
+            for key, value in stored.items()
+        }
         wanted_hmac = data_hmac(self.hmac_key, spec.target_type, desired)
 
         # 2. Make the Secret match.
@@ -353,12 +352,13 @@ class Syncer:
 
     # -- pieces -----------------------------------------------------------------------------
 
-    def _stored(self, namespace: str, name: str) -> dict[str, Any]:
+    def _stored(self, namespace: str, name: str) -> tuple[dict[str, Any], int]:
+        """The current values and version in the store ({} and 0 when there are none)."""
         try:
             secret = self.room.get(namespace, name, actor=self.actor, action="operator.read")
         except NotFound:
-            return {}
-        return {**secret.data, "__version__": secret.version}
+            return {}, 0
+        return dict(secret.data), secret.version
 
     def _next_refresh(
         self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False

@@ -8,7 +8,6 @@ watched, pods never run.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import secrets
@@ -300,7 +299,3 @@ def start_cluster() -> KubeCluster:
     if CRDS.exists():
         cluster.apply_crds()
     return cluster
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()

@@ -271,3 +271,10 @@ def test_no_value_in_logs_events_or_status(op: OperatorProcess) -> None:
     for needle in (CANARY, generated, base64.b64encode(CANARY.encode()).decode(),
                    base64.b64encode(generated.encode()).decode()):  # fmt: skip
         assert needle not in haystack
+
+
+def test_any_valid_key_name_is_projected_as_data(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/odd", "__version__=v", "plain=p")
+    op.apply("odd", {"data": [{"key": "__version__"}]})
+    ready(op, "odd", 1)
+    assert decoded(op.secret("odd")) == {"__version__": "v", "plain": "p"}

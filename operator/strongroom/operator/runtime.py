@@ -43,6 +43,7 @@ from strongroom.metrics import (
 )
 from strongroom.sync import (
     GROUP,
+    HMAC_ANNOTATION,
     KIND,
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -383,8 +384,7 @@ class Runtime:
         if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
             actual = data_hmac(key_bytes, secret.type or "Opaque", secret.data or {})
             if actual == tracked.data_hmac and (
-                (secret.metadata.annotations or {}).get("strongroom.io/data-hmac")
-                == tracked.data_hmac
+                (secret.metadata.annotations or {}).get(HMAC_ANNOTATION) == tracked.data_hmac
             ):
                 return  # our own write, or a change that left the data as it should be
         log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], secret.metadata.name,
