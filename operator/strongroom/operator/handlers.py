@@ -1,9 +1,10 @@
-"""kopf handlers: thin, they hand every ManagedSecret to the :class:`Runtime`.
+"""kopf handlers: thin, they hand every ManagedSecret event to the :class:`Runtime`.
 
-kopf is configured once at startup: the finalizer ``strongroom.io/finalizer``, progress and
-diff-base annotations under ``strongroom.io``, and kopf's own Events only for warnings. Status
-is written by the runtime, not through handler return values, so refreshes that change nothing
-write nothing.
+One raw event handler and no change-detecting ones: kopf then keeps no finalizer, progress or
+diff-base annotation of its own, so a new ManagedSecret costs the API its Secret, its status and
+an Event, not three more patches of kopf's bookkeeping. The runtime decides what an event means
+(a new generation to reconcile, a deletion to finalize, an echo of its own status write) and
+adds Strongroom's finalizer only where a deletion needs work that garbage collection cannot do.
 """
 
 from __future__ import annotations
@@ -17,24 +18,18 @@ from strongroom.errors import StrongroomError
 from strongroom.operator.runtime import Runtime
 from strongroom.sync import GROUP, PLURAL, VERSION
 
-FINALIZER = "strongroom.io/finalizer"
-
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="strongroom.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="strongroom.io", key="last-handled-configuration"
-    )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    # Bound kopf's per-object workers: a burst of thousands of new objects then queues instead
-    # of holding thousands of bodies and coroutines in memory at once.
+    # The handler only files the event with the runtime, so kopf's per-object workers are
+    # short-lived; the bound keeps a burst of thousands of new objects from holding thousands
+    # of coroutines at once.
     settings.batching.worker_limit = memo["worker_limit"]
-    settings.batching.idle_timeout = 2.0
+    settings.batching.idle_timeout = 0.5
     runtime: Runtime = memo["runtime"]
     try:
         await runtime.start()
@@ -61,19 +56,7 @@ async def kek_probe(memo: Any, **_: Any) -> str:
     return await runtime.check_kek()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(name: str, namespace: str | None, body: Any, memo: Any, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def observe(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:  # noqa: A002 - kopf's keyword
     runtime: Runtime = memo["runtime"]
-    await runtime.sync((namespace or "", name), dict(body))
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    runtime: Runtime = memo["runtime"]
-    try:
-        done = await runtime.finalize(dict(body))
-    except StrongroomError as exc:
-        raise kopf.TemporaryError(f"cannot finalize: {exc}", delay=10) from None
-    logger.info("deletionPolicy applied: %s", done)
+    runtime.observe(type, body)

@@ -17,11 +17,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +44,7 @@ from strongroom.metrics import (
     REFRESH_LAG,
 )
 from strongroom.sync import (
+    FINALIZER,
     GROUP,
     HMAC_ANNOTATION,
     KIND,
@@ -70,12 +73,31 @@ MAX_BACKOFF = 300.0
 class Tracked:
     """What the runtime remembers per ManagedSecret (no values)."""
 
+    generation: int | None = None
     version: int | None = None
     data_hmac: str | None = None
     target: str | None = None
     target_type: str = "Opaque"
     failures: int = 0
     oldest_generated: str | None = None
+
+
+_META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
+              "finalizers")  # fmt: skip
+
+
+def compact(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile needs of an event's object: not managedFields, labels or annotations.
+
+    Kept per object only until its reconcile starts, so a burst of new objects holds a few
+    hundred bytes each, not kopf's whole body.
+    """
+    meta = body["metadata"]
+    return {
+        "metadata": {key: meta[key] for key in _META_KEYS if key in meta},
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+    }
 
 
 def load_kube_config() -> k8s.ApiClient:
@@ -110,7 +132,11 @@ class Runtime:
         self.store_poll = store_poll
         self.tracked: dict[Key, Tracked] = {}
         self._due: dict[Key, float] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self._heap: list[tuple[float, int, Key]] = []
+        self._seq = itertools.count()
+        self._running: set[Key] = set()
+        self._pending: dict[Key, dict[str, Any]] = {}
+        self._finalized: set[Key] = set()
         self._wake = asyncio.Event()
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -168,76 +194,130 @@ class Runtime:
         current = self._due.get(key)
         if current is None or due < current:
             self._due[key] = due
+            if key not in self._running:
+                heapq.heappush(self._heap, (due, next(self._seq), key))
             self._wake.set()
 
     def schedule_threadsafe(self, key: Key) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.schedule, key)
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: Key) -> Tracked | None:
         self._due.pop(key, None)
-        self.tracked.pop(key, None)
+        self._pending.pop(key, None)
+        return self.tracked.pop(key, None)
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """File one watch event of a ManagedSecret; cheap, runs on kopf's event loop."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self._gone(key)
+            return
+        if not meta.get("deletionTimestamp"):
+            tracked = self.tracked.get(key)
+            if tracked is not None and tracked.generation == meta.get("generation"):
+                return  # the echo of our own status write, or an edit of metadata only
+        elif FINALIZER not in (meta.get("finalizers") or ()):
+            return  # being deleted, and nothing of ours holds it
+        self._pending[key] = compact(body)
+        self.schedule(key)
+
+    def _gone(self, key: Key) -> None:
+        tracked = self.forget(key)
+        if key in self._finalized:
+            self._finalized.discard(key)
+        elif tracked is not None and self.syncer is not None and self._loop is not None:
+            self._loop.run_in_executor(None, self.syncer.audit_gone, *key, tracked.target or key[1])
 
     async def _schedule_loop(self) -> None:
+        """Start reconciles as they fall due: a heap of due times, never two for one object."""
         gate = asyncio.Semaphore(self.workers)
         running: set[asyncio.Task[None]] = set()
         while not self._stop.is_set():
+            self._wake.clear()
             now = time.monotonic()
-            ready = [k for k, due in self._due.items() if due <= now]
-            for key in ready:
-                REFRESH_LAG.observe(max(0.0, now - self._due[key]))
+            while self._heap and self._heap[0][0] <= now:
+                due, _, key = heapq.heappop(self._heap)
+                if self._due.get(key) != due or key in self._running:
+                    continue  # superseded, or re-queued when its running reconcile ends
+                REFRESH_LAG.observe(max(0.0, now - due))
                 del self._due[key]
                 await gate.acquire()
+                self._running.add(key)
                 task = asyncio.create_task(self._run(key, gate))
                 running.add(task)
                 task.add_done_callback(running.discard)
-            wait = min((due for due in self._due.values()), default=now + 60) - time.monotonic()
-            self._wake.clear()
+            wait = self._heap[0][0] - time.monotonic() if self._heap else 60.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(wait, 60)))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(wait, 60)))
 
     async def _run(self, key: Key, gate: asyncio.Semaphore) -> None:
         try:
-            await self.sync(key)
+            await asyncio.to_thread(self._work, key, self._pending.pop(key, None))
         except Exception:
             log.exception("reconcile of %s/%s failed unexpectedly", *key)
             self.schedule(key, MAX_BACKOFF)
         finally:
+            self._running.discard(key)
             gate.release()
+            due = self._due.get(key)
+            if due is not None:  # scheduled again while it ran
+                heapq.heappush(self._heap, (due, next(self._seq), key))
+                self._wake.set()
 
-    async def sync(self, key: Key, body: dict[str, Any] | None = None) -> Result | None:
-        """Reconcile one ManagedSecret now (serialised per object).
+    def _work(self, key: Key, body: dict[str, Any] | None) -> None:
+        """One reconcile or finalization, in a worker thread; ``body`` None: read it first."""
+        assert self.syncer is not None  # noqa: S101 - started before any work
+        if body is None:
+            try:
+                body = self.syncer.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, key[0], PLURAL, key[1]
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    self.forget(key)
+                else:
+                    self._retry(key, f"Kubernetes API answered {exc.status}")
+                return
+            except Urllib3Error as exc:
+                self._retry(key, f"Kubernetes API unreachable ({type(exc).__name__})")
+                return
+        if body["metadata"].get("deletionTimestamp"):
+            self._finalize(key, body)
+        else:
+            self._sync_blocking(key, body)
 
-        ``body`` is the object kopf just delivered; without it the object is read first.
-        """
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            return await asyncio.to_thread(self._sync_blocking, key, body)
-
-    def _sync_blocking(self, key: Key, given: dict[str, Any] | None = None) -> Result | None:  # noqa: PLR0912, PLR0915 - one flat sequence
-        assert self.syncer is not None  # noqa: S101 - started before any sync
-        namespace, name = key
-        custom = self.syncer.custom
+    def _finalize(self, key: Key, body: dict[str, Any]) -> None:
+        assert self.syncer is not None  # noqa: S101
+        if FINALIZER not in (body["metadata"].get("finalizers") or ()):
+            return
         try:
-            body = given if given is not None else (
-                custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            )  # fmt: skip
+            done = self.syncer.finalize(body)
+            self.syncer.release(body)
         except ApiException as exc:
             if exc.status == 404:
                 self.forget(key)
-                return None
-            self._retry(key, f"Kubernetes API answered {exc.status}")
-            return None
-        except Urllib3Error as exc:
-            self._retry(key, f"Kubernetes API unreachable ({type(exc).__name__})")
-            return None
-        if body["metadata"].get("deletionTimestamp"):
-            return None
+                return
+            self._retry(key, f"cannot finalize: Kubernetes API answered {exc.status}")
+            return
+        except (StrongroomError, Urllib3Error) as exc:
+            self._retry(key, f"cannot finalize: {exc or type(exc).__name__}")
+            return
+        self._finalized.add(key)
+        log.info("%s/%s: deletionPolicy applied: %s", key[0], key[1], done)
+
+    def _sync_blocking(self, key: Key, body: dict[str, Any]) -> Result:
+        assert self.syncer is not None  # noqa: S101 - started before any sync
+        namespace, name = key
+        custom = self.syncer.custom
         start = time.perf_counter()
         result = self.syncer.reconcile(body)
         RECONCILES.labels(result.reason).inc()
         RECONCILE_SECONDS.labels(result.reason).observe(time.perf_counter() - start)
         tracked = self.tracked.setdefault(key, Tracked())
+        # Before the status write, whose watch event must then be recognised as our own echo.
+        tracked.generation = body["metadata"].get("generation")
         MANAGED.set(len(self.tracked))
         if result.generated:
             oldest = min(result.generated.values())
@@ -402,14 +482,3 @@ class Runtime:
             raise RuntimeError("store not open yet")
         await asyncio.to_thread(self.room.changed_since, datetime.now(UTC))
         return "ok"
-
-    # -- deletion ---------------------------------------------------------------------------
-
-    async def finalize(self, body: dict[str, Any]) -> str:
-        assert self.syncer is not None  # noqa: S101
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            done = await asyncio.to_thread(self.syncer.finalize, body)
-        self.forget(key)
-        return done
