@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
@@ -36,6 +36,7 @@ from strongroom.keyring import Keyring, KeyringSet, build_keyring
 from strongroom.metrics import STORE_OPS, STORE_SECONDS
 from strongroom.store import create_store_engine, ensure_schema, transaction
 from strongroom.store import repository as repo
+from strongroom.store.batching import TransactionBatcher
 from strongroom.store.schema import VersionState
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ class Strongroom:
             actor=settings.actor,
             lookup=self.keyrings.for_wrapped,
         )
+        self._batcher: TransactionBatcher | None = None
 
     @classmethod
     def open(
@@ -99,6 +101,9 @@ class Strongroom:
         return cls(settings, engine=engine, keyring=ring)
 
     def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self.data_keys.forget()
         self.engine.dispose()
 
@@ -179,17 +184,22 @@ class Strongroom:
         (``read_only``) has written nothing, so its audit event commits in the same one.
         """
         start = time.perf_counter()
-        failed: StrongroomError | None = None
+
+        def attempt(conn: Connection) -> tuple[T | None, AuditEvent | None, StrongroomError | None]:
+            try:
+                result, event = body(conn)
+            except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
+                if not read_only:
+                    raise
+                failed, event = exc, failure(exc)
+                repo.append_audit(conn, event)
+                return None, event, failed
+            if event is not None:
+                repo.append_audit(conn, event)
+            return result, event, None
+
         try:
-            with transaction(self.engine) as conn:
-                try:
-                    result, event = body(conn)
-                except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
-                    if not read_only:
-                        raise
-                    failed, event = exc, failure(exc)
-                if event is not None:
-                    repo.append_audit(conn, event)
+            result, event, failed = self._in_transaction(attempt)
             if event is not None:
                 _observe(event.action, event.outcome, time.perf_counter() - start)
         except StoreError as exc:
@@ -197,14 +207,33 @@ class Strongroom:
         except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
             event = failure(exc)
             try:
-                with transaction(self.engine) as conn:
-                    repo.append_audit(conn, event)
+                self._in_transaction(lambda conn: repo.append_audit(conn, event))
             except StoreError as audit_exc:
                 raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
             raise
         if failed is not None:
             raise failed
-        return result
+        return cast(T, result)  # body returned it, as nothing failed
+
+    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        """One transaction of its own, or a share of one with :meth:`group_commit` on."""
+        if self._batcher is not None:
+            return self._batcher.run(work)
+        with transaction(self.engine) as conn:
+            return work(conn)
+
+    def group_commit(self) -> bool:
+        """Let concurrent calls from this process share transactions (SQLite only).
+
+        For a long-running process with many threads (the operator). On SQLite all writers
+        are serialised anyway, so sharing a transaction loses no concurrency and saves a
+        BEGIN/COMMIT hand-over per call. On PostgreSQL calls run side by side until the audit
+        chain's head row, and a shared transaction holding several secrets' row locks could
+        deadlock with another process, so it stays off there. Returns whether it is on.
+        """
+        if self.engine.dialect.name == "sqlite" and self._batcher is None:
+            self._batcher = TransactionBatcher(self.engine)
+        return self._batcher is not None
 
     # -- operations -------------------------------------------------------------------------
 
@@ -542,8 +571,7 @@ class Strongroom:
     def record(self, event: AuditEvent) -> None:
         """Append an event for an action taken outside the store (the operator's syncs)."""
         try:
-            with transaction(self.engine) as conn:
-                repo.append_audit(conn, event)
+            self._in_transaction(lambda conn: repo.append_audit(conn, event))
         except StoreError as exc:
             raise AuditError(f"could not write the audit event: {exc}") from None
 

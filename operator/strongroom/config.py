@@ -211,3 +211,51 @@ def _default_actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def parse_non_negative_int(text: str) -> int:
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    value = float(text.strip())
+    if not value > 0:
+        raise ValueError(f"{text.strip()!r} is not a positive number of seconds")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorTuning:
+    """The operator's own knobs (``strongroom run``), validated like every other setting."""
+
+    store_poll_seconds: float = 2.0
+    worker_limit: int = 256  # kopf's event workers at once; 0: unbounded
+    reconcile_workers: int = 16  # reconciles at once
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorTuning:
+        env = os.environ if env is None else env
+        log_format = _read(env, "STRONGROOM_LOG_FORMAT", _parse_log_format, cls.log_format)
+        return cls(
+            store_poll_seconds=_read(
+                env, "STRONGROOM_STORE_POLL_SECONDS", parse_seconds, cls.store_poll_seconds
+            ),
+            worker_limit=_read(
+                env, "STRONGROOM_WORKER_LIMIT", parse_non_negative_int, cls.worker_limit
+            ),
+            reconcile_workers=_read(
+                env, "STRONGROOM_RECONCILE_WORKERS", parse_positive_int, cls.reconcile_workers
+            ),
+            log_format=log_format,
+        )
+
+
+def _parse_log_format(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"text", "json"}:
+        raise ValueError(f"{text!r} is not a log format (use text or json)")
+    return lowered

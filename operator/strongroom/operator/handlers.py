@@ -28,8 +28,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The handler only files the event with the runtime, so kopf's per-object workers are
     # short-lived; the bound keeps a burst of thousands of new objects from holding thousands
     # of coroutines at once.
-    settings.batching.worker_limit = memo["worker_limit"]
-    settings.batching.idle_timeout = 0.5
+    settings.queueing.worker_limit = memo["worker_limit"]
+    settings.queueing.idle_timeout = 0.1
     runtime: Runtime = memo["runtime"]
     try:
         await runtime.start()

@@ -11,7 +11,7 @@ import socket
 
 import kopf
 
-from strongroom.config import Settings
+from strongroom.config import OperatorTuning, Settings
 from strongroom.operator.runtime import Runtime
 
 
@@ -53,24 +53,27 @@ def run(
 ) -> None:
     import strongroom.operator.handlers  # noqa: F401 - registers the handlers
 
+    tuning = OperatorTuning.from_env()
     handler = logging.StreamHandler()
-    if os.environ.get("STRONGROOM_LOG_FORMAT", "text").lower() == "json":
+    if tuning.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # kopf says "Handler 'observe' succeeded" for every watch event: two lines per new
+        # object, with nothing the operator's own log line does not already say.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)
     actor = operator_actor()
-    poll = float(os.environ.get("STRONGROOM_STORE_POLL_SECONDS") or 2)
-    # kopf workers at once (0: unbounded); 256 keeps a 10,000-object burst near 300 MiB.
-    worker_limit = int(os.environ.get("STRONGROOM_WORKER_LIMIT") or 256) or None
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
-                      actor=actor, store_poll=poll)  # fmt: skip
+                      actor=actor, store_poll=tuning.store_poll_seconds,
+                      workers=tuning.reconcile_workers)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
@@ -78,6 +81,6 @@ def run(
             standalone=peering is None,
             peering_name=peering,
             liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime, worker_limit=worker_limit),
+            memo=kopf.Memo(runtime=runtime, worker_limit=tuning.worker_limit or None),
         )
     )

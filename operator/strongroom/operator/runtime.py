@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,6 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -148,8 +148,17 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def oldest_generated_age(self) -> float:
+        """For the gauge, computed when scraped: a scan per scrape, not one per reconcile."""
+        stamps = [t.oldest_generated for t in list(self.tracked.values()) if t.oldest_generated]
+        if not stamps:
+            return 0.0
+        first = datetime.fromisoformat(min(stamps).replace("Z", "+00:00"))
+        return (datetime.now(UTC) - first).total_seconds()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        OLDEST_UNROTATED.set_function(self.oldest_generated_age)
         # Reconciles wait on the network and the database, not the CPU: more threads than
         # asyncio's default (cores + 4) keep a burst of new objects moving.
         self._loop.set_default_executor(
@@ -157,6 +166,7 @@ class Runtime:
         )
         self.api = load_kube_config()
         self.room = await asyncio.to_thread(Strongroom.open, self.settings)
+        self.room.group_commit()
         try:
             hmac_key: bytes | None = await asyncio.to_thread(load_hmac_key, self.room, self.actor)
         except StrongroomError as exc:
@@ -242,7 +252,7 @@ class Runtime:
                 if self._due.get(key) != due or key in self._running:
                     continue  # superseded, or re-queued when its running reconcile ends
                 REFRESH_LAG.observe(max(0.0, now - due))
-                del self._due[key]
+                self._due.pop(key, None)
                 await gate.acquire()
                 self._running.add(key)
                 task = asyncio.create_task(self._run(key, gate))
@@ -320,11 +330,7 @@ class Runtime:
         tracked.generation = body["metadata"].get("generation")
         MANAGED.set(len(self.tracked))
         if result.generated:
-            oldest = min(result.generated.values())
-            tracked.oldest_generated = oldest
-            stamps = [t.oldest_generated for t in self.tracked.values() if t.oldest_generated]
-            first = datetime.fromisoformat(min(stamps).replace("Z", "+00:00"))
-            OLDEST_UNROTATED.set((datetime.now(UTC) - first).total_seconds())
+            tracked.oldest_generated = min(result.generated.values())
         if result.ready:
             tracked.failures = 0
             tracked.version = result.version
@@ -414,7 +420,12 @@ class Runtime:
                     self.schedule((namespace, name))
 
     def _secret_watch(self, namespace: str | None) -> None:
-        """Repair edits and deletions of managed Secrets (label-selected, server-side)."""
+        """Repair edits and deletions of managed Secrets (label-selected, server-side).
+
+        Events are read as raw JSON, not turned into client models: a burst of new objects
+        brings as many ADDED events for the Secrets the operator has just written itself, and
+        those only move the resource version on.
+        """
         assert self.syncer is not None  # noqa: S101
         core = self.syncer.core
         selector = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
@@ -422,24 +433,13 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 if resource_version is None:
-                    listing = (core.list_namespaced_secret(namespace, label_selector=selector)
+                    listing = (core.list_namespaced_secret(namespace, label_selector=selector,
+                                                           limit=1)
                                if namespace else
-                               core.list_secret_for_all_namespaces(label_selector=selector))  # fmt: skip
+                               core.list_secret_for_all_namespaces(label_selector=selector,
+                                                                   limit=1))  # fmt: skip
                     resource_version = listing.metadata.resource_version
-                method = core.list_namespaced_secret if namespace else (
-                    core.list_secret_for_all_namespaces)  # fmt: skip
-                args = (namespace,) if namespace else ()
-                stream = k8s_watch.Watch().stream(
-                    method, *args, label_selector=selector, resource_version=resource_version,
-                    timeout_seconds=60, allow_watch_bookmarks=True,
-                )  # fmt: skip
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    obj = event["object"]
-                    resource_version = obj.metadata.resource_version
-                    if event["type"] in {"MODIFIED", "DELETED"}:
-                        self._secret_changed(event["type"], obj)
+                resource_version = self._follow_secrets(namespace, selector, resource_version)
             except ApiException as exc:
                 if exc.status == 410:
                     resource_version = None  # expired: list again
@@ -451,23 +451,56 @@ class Runtime:
                 resource_version = None
                 self._stop.wait(2)
 
-    def _secret_changed(self, kind: str, secret: Any) -> None:
-        labels = secret.metadata.labels or {}
-        owner = labels.get(OWNER_LABEL)
+    def _follow_secrets(self, namespace: str | None, selector: str, version: str) -> str | None:
+        """One watch request; returns the resource version to resume from (None: list again)."""
+        assert self.syncer is not None  # noqa: S101
+        core = self.syncer.core
+        kwargs: dict[str, Any] = {
+            "label_selector": selector, "resource_version": version, "watch": True,
+            "timeout_seconds": 60, "allow_watch_bookmarks": True, "_preload_content": False,
+        }  # fmt: skip
+        response = (core.list_namespaced_secret(namespace, **kwargs) if namespace
+                    else core.list_secret_for_all_namespaces(**kwargs))  # fmt: skip
+        try:
+            buffer = b""
+            for chunk in response.stream(65536, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            return None
+                        raise ApiException(status=obj.get("code"), reason=obj.get("reason"))
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if event.get("type") in {"MODIFIED", "DELETED"}:
+                        self._secret_changed(event["type"], obj)
+                    if self._stop.is_set():
+                        return version
+        finally:
+            response.release_conn()
+        return version
+
+    def _secret_changed(self, kind: str, secret: Mapping[str, Any]) -> None:
+        meta = secret.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
         if not owner:
             return
-        key = (secret.metadata.namespace, owner)
+        key = (meta.get("namespace", ""), owner)
         tracked = self.tracked.get(key)
-        if tracked is None or tracked.target != secret.metadata.name:
+        if tracked is None or tracked.target != meta.get("name"):
             return
         key_bytes = self.syncer.hmac_key_if_loaded() if self.syncer is not None else None
         if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
-            actual = data_hmac(key_bytes, secret.type or "Opaque", secret.data or {})
+            actual = data_hmac(key_bytes, secret.get("type") or "Opaque", secret.get("data") or {})
             if actual == tracked.data_hmac and (
-                (secret.metadata.annotations or {}).get(HMAC_ANNOTATION) == tracked.data_hmac
+                (meta.get("annotations") or {}).get(HMAC_ANNOTATION) == tracked.data_hmac
             ):
                 return  # our own write, or a change that left the data as it should be
-        log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], secret.metadata.name,
+        log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], meta.get("name"),
                  "deleted" if kind == "DELETED" else "changed")  # fmt: skip
         self.schedule_threadsafe(key)
 

@@ -1,0 +1,130 @@
+"""Group commit: many threads' units of work share one transaction.
+
+Why: the operator reconciles many ManagedSecrets at once, and each reconcile is a few small
+audited transactions. On SQLite every writer of the database is serialised, so a burst of
+reconciles queues on the write lock, and each hand-over costs more than the work itself (a
+BEGIN, a COMMIT with its fsync, the audit chain's head row, a thread waking up). One writer
+thread that takes whatever has queued up and runs it in a single transaction removes that
+cost without changing what each unit does or what the audit log records.
+
+Each unit runs inside a SAVEPOINT: a unit that raises is rolled back alone and its caller gets
+the exception; the others commit. A caller returns only after the transaction holding its unit
+has committed, so nothing is reported done before it is durable. If the transaction itself
+fails (BEGIN or COMMIT), every unit in it gets that :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from strongroom.errors import StoreError
+from strongroom.store.engine import describe_db_error, transaction
+
+T = TypeVar("T")
+
+MAX_BATCH = 64
+
+
+class _Unit(Generic[T]):
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Callable[[Connection], T]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class TransactionBatcher:
+    """A writer thread that runs queued units of work in shared transactions."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0
+        self.units = 0
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in a shared transaction; return its result once committed."""
+        self._ensure_started()
+        unit: _Unit[T] = _Unit(work)
+        self._queue.put(unit)
+        unit.done.wait()
+        if unit.error is not None:
+            raise unit.error
+        return cast(T, unit.result)  # set whenever error is None
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="strongroom-store-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    stop = True
+                    break
+                batch.append(unit)
+            self._execute(batch)
+            if stop:
+                return
+
+    def _execute(self, batch: list[_Unit[Any]]) -> None:
+        try:
+            with transaction(self.engine) as conn:
+                for unit in batch:
+                    self._one(conn, unit)
+        except StoreError as exc:
+            for unit in batch:
+                unit.result, unit.error = None, exc
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
+            for unit in batch:
+                unit.result, unit.error = None, exc
+        self.batches += 1
+        self.units += len(batch)
+        for unit in batch:
+            unit.done.set()
+
+    @staticmethod
+    def _one(conn: Connection, unit: _Unit[Any]) -> None:
+        savepoint = conn.begin_nested()
+        try:
+            unit.result = unit.work(conn)
+        except SQLAlchemyError as exc:
+            savepoint.rollback()
+            unit.error = StoreError(f"database error: {describe_db_error(exc)}")
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to the unit's caller
+            savepoint.rollback()
+            unit.error = exc
+            return
+        savepoint.commit()
