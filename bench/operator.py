@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
-
 from tests.components.kube import KubeCluster, start_cluster  # noqa: E402
 
 STRONGROOM = str(Path(sys.executable).parent / "strongroom")
