@@ -173,7 +173,7 @@ class Strongroom:
 
     def _audited(
         self,
-        body: Callable[[Connection], tuple[T, AuditEvent | None]],
+        body: Callable[[Connection], tuple[T, AuditEvent | list[AuditEvent] | None]],
         failure: Callable[[StrongroomError], AuditEvent],
         *,
         read_only: bool = False,
@@ -185,7 +185,9 @@ class Strongroom:
         """
         start = time.perf_counter()
 
-        def attempt(conn: Connection) -> tuple[T | None, AuditEvent | None, StrongroomError | None]:
+        def attempt(
+            conn: Connection,
+        ) -> tuple[T | None, AuditEvent | list[AuditEvent] | None, StrongroomError | None]:
             try:
                 result, event = body(conn)
             except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
@@ -194,14 +196,15 @@ class Strongroom:
                 failed, event = exc, failure(exc)
                 repo.append_audit(conn, event)
                 return None, event, failed
-            if event is not None:
-                repo.append_audit(conn, event)
-            return result, event, None
+            events = event if isinstance(event, list) else [] if event is None else [event]
+            for one in events:
+                repo.append_audit(conn, one)
+            return result, events, None
 
         try:
-            result, event, failed = self._in_transaction(attempt)
-            if event is not None:
-                _observe(event.action, event.outcome, time.perf_counter() - start)
+            result, done, failed = self._in_transaction(attempt)
+            for one in [done] if isinstance(done, AuditEvent) else done or []:
+                _observe(one.action, one.outcome, time.perf_counter() - start)
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
         except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
@@ -257,71 +260,19 @@ class Strongroom:
         self._check_name("namespace", namespace)
         self._check_name("name", name)
         removed = set(remove)
-        for key in [*data, *removed]:
-            self._check_key(key)
-        encoded = {key: self._encode(key, value) for key, value in data.items()}
+        encoded = self._encode_all(data, removed)
         if not encoded and not removed and description is None:
             raise ValidationError("nothing to set: give at least one KEY=VALUE")
         touched = ",".join(sorted({*encoded, *removed}))
         # Outside the transaction: starting a seed opens a transaction of its own (and may call
         # the KEK), which must not nest inside SQLite's write lock.
-        data_key_id, seed = self.data_keys.for_write()
+        write_key = self.data_keys.for_write()
 
         def body(conn: Connection) -> tuple[int, AuditEvent]:
-            now = datetime.now(UTC)
-            secret = repo.lock_secret(conn, namespace, name, description or "", now)
-            if if_absent and secret.current_version:
-                raise AlreadyExists(f"{namespace}/{name} already exists")
-            plain: dict[str, bytes] = {}
-            existing: set[str] = set()
-            if secret.current_version and not replace:
-                for row in repo.version_rows(conn, secret.id, secret.current_version):
-                    existing.add(row.key)
-                    if row.key not in encoded and row.key not in removed:
-                        plain[row.key] = self._decrypt(conn, secret, row)
-                missing = removed - existing
-                if missing:
-                    raise NotFound(
-                        f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove"
-                    )
-            plain.update(encoded)
-            if not plain:
-                raise ValidationError("a secret must keep at least one key; delete it instead")
-            version = secret.current_version + 1
-            rows = []
-            for key, raw in plain.items():
-                sealed = seal(seed, Identity(namespace, name, key, version, data_key_id), raw)
-                rows.append(
-                    repo.NewVersion(
-                        key,
-                        data_key_id,
-                        sealed.format_version,
-                        sealed.salt,
-                        sealed.nonce,
-                        sealed.ciphertext,
-                    )
-                )
-            who = actor or self.settings.actor
-            repo.add_version(
-                conn,
-                secret=secret,
-                version=version,
-                rows=rows,
-                created_by=who[:255],
-                now=now,
-                description=description,
-                keep_versions=self.settings.keep_versions,
-            )
-            event = self._event(
-                "secret.set",
-                Outcome.OK,
-                actor=actor,
-                namespace=namespace,
-                name=name,
-                key=touched,
-                version=version,
-            )
-            return version, event
+            return self._write_version(
+                conn, namespace, name, encoded, write_key, removed=removed, replace=replace,
+                if_absent=if_absent, description=description, actor=actor, touched=touched,
+            )  # fmt: skip
 
         return self._audited(
             body,
@@ -335,6 +286,123 @@ class Strongroom:
                 detail=str(exc),
             ),
         )
+
+    def resolve(
+        self,
+        namespace: str,
+        name: str,
+        produce: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        *,
+        actor: str | None = None,
+        action: str = "operator.read",
+    ) -> SecretValue | None:
+        """Read the current values and write what ``produce`` adds to them, in one transaction.
+
+        For the operator's reconcile: a value to generate is generated exactly when the store
+        has none, under the secret's row lock, and a new ManagedSecret costs one transaction
+        instead of a read and then a write. ``produce`` gets the current values ({} when there
+        are none) and returns the keys to add or replace; it runs inside the transaction, so it
+        must not do I/O. Audited as the read (``action``; ``not_found`` when nothing is stored)
+        and, when something is written, ``secret.set``. Returns the resulting version, or None
+        when nothing is stored and nothing was produced.
+        """
+        self._check_name("namespace", namespace)
+        self._check_name("name", name)
+        write_key = self.data_keys.for_write()
+
+        def body(conn: Connection) -> tuple[SecretValue | None, list[AuditEvent]]:
+            current: dict[str, Any] = {}
+            version, description = 0, ""
+            found = repo.read_version(conn, namespace, name, None)
+            if found is not None and found[1][0].state != VersionState.DESTROYED:
+                secret, rows = found
+                version, description = rows[0].version, secret.description
+                current = {row.key: values.decode(self._decrypt(conn, secret, row)) for row in rows}
+            events = [
+                self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
+                            namespace=namespace, name=name, version=version or None)
+            ]  # fmt: skip
+            new = dict(produce(current))
+            if new:
+                encoded = self._encode_all(new, set())
+                version, written = self._write_version(
+                    conn, namespace, name, encoded, write_key, actor=actor,
+                    touched=",".join(sorted(encoded)),
+                )  # fmt: skip
+                events.append(written)
+                current.update(new)
+            if not version:
+                return None, events
+            return SecretValue(namespace, name, version, current, description), events
+
+        return self._audited(
+            body,
+            lambda exc: self._event(
+                action, _outcome(exc), actor=actor, namespace=namespace, name=name,
+                detail=str(exc),
+            ),
+        )  # fmt: skip
+
+    def _encode_all(self, data: Mapping[str, Any], removed: builtins.set[str]) -> dict[str, bytes]:
+        for key in [*data, *removed]:
+            self._check_key(key)
+        return {key: self._encode(key, value) for key, value in data.items()}
+
+    def _write_version(
+        self,
+        conn: Connection,
+        namespace: str,
+        name: str,
+        encoded: Mapping[str, bytes],
+        write_key: tuple[str, bytes],
+        *,
+        removed: builtins.set[str] | None = None,
+        replace: bool = False,
+        if_absent: bool = False,
+        description: str | None = None,
+        actor: str | None,
+        touched: str,
+    ) -> tuple[int, AuditEvent]:
+        """The next version of ``namespace/name`` inside the caller's transaction."""
+        removed = removed or set()
+        data_key_id, seed = write_key
+        now = datetime.now(UTC)
+        secret = repo.lock_secret(conn, namespace, name, description or "", now)
+        if if_absent and secret.current_version:
+            raise AlreadyExists(f"{namespace}/{name} already exists")
+        plain: dict[str, bytes] = {}
+        existing: set[str] = set()
+        if secret.current_version and not replace:
+            for row in repo.version_rows(conn, secret.id, secret.current_version):
+                existing.add(row.key)
+                if row.key not in encoded and row.key not in removed:
+                    plain[row.key] = self._decrypt(conn, secret, row)
+            missing = removed - existing
+            if missing:
+                raise NotFound(f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove")
+        plain.update(encoded)
+        if not plain:
+            raise ValidationError("a secret must keep at least one key; delete it instead")
+        version = secret.current_version + 1
+        rows = []
+        for key, raw in plain.items():
+            sealed = seal(seed, Identity(namespace, name, key, version, data_key_id), raw)
+            rows.append(
+                repo.NewVersion(
+                    key, data_key_id, sealed.format_version, sealed.salt, sealed.nonce,
+                    sealed.ciphertext,
+                )
+            )  # fmt: skip
+        who = actor or self.settings.actor
+        repo.add_version(
+            conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
+            description=description, keep_versions=self.settings.keep_versions,
+        )  # fmt: skip
+        event = self._event(
+            "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
+            version=version,
+        )  # fmt: skip
+        return version, event
 
     def get(
         self,

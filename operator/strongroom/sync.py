@@ -274,32 +274,42 @@ class Syncer:
         now = _now()
         generated = dict(status.get("generated") or {})
         events: list[tuple[str, str, str]] = []
-        stored, version = self._stored(namespace, name)
 
-        # 1. Resolve every declared key into the store.
-        new_values: dict[str, Any] = {}
-        sources_to_delete: list[str] = []
-        for item in spec.data:
-            if item.generate is not None:
+        # 1. Resolve every declared key into the store: values to generate in the same
+        #    transaction as the read (generated exactly when absent or due), imports after it
+        #    (they read a Secret first, which must not happen inside a transaction).
+        def produce(current: Mapping[str, Any]) -> dict[str, Any]:
+            fresh: dict[str, Any] = {}
+            for item in spec.data:
+                if item.generate is None:
+                    continue
                 period = item.generate.get("rotationPeriod")
                 last = _parse_iso(generated.get(item.key))
-                due = item.key not in stored or (
+                due = item.key not in current or (
                     period is not None and last is not None
                     and now - last >= parse_duration(period)
                 )  # fmt: skip
                 if due:
-                    new_values[item.key] = generate_value(
+                    fresh[item.key] = generate_value(
                         int(item.generate.get("length", 32)),
                         str(item.generate.get("charset", "alphanumeric")),
                     )
                     generated[item.key] = _iso(now)
-                    if item.key in stored:
+                    if item.key in current:
                         events.append(
                             ("Normal", "Rotated", f"generated a new value for {item.key}")
                         )
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
-            elif item.from_secret is not None and item.key not in stored:
+            return fresh
+
+        found = self.room.resolve(namespace, name, produce, actor=self.actor)
+        stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
+
+        new_values: dict[str, Any] = {}
+        sources_to_delete: list[str] = []
+        for item in spec.data:
+            if item.from_secret is not None and item.key not in stored:
                 source = self._read_secret(namespace, item.from_secret["name"])
                 raw = None if source is None else (source.data or {}).get(item.from_secret["key"])
                 if raw is None:
@@ -366,14 +376,6 @@ class Syncer:
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
-
-    def _stored(self, namespace: str, name: str) -> tuple[dict[str, Any], int]:
-        """The current values and version in the store ({} and 0 when there are none)."""
-        try:
-            secret = self.room.get(namespace, name, actor=self.actor, action="operator.read")
-        except NotFound:
-            return {}, 0
-        return dict(secret.data), secret.version
 
     def _next_refresh(
         self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
