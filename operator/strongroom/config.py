@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import math
 import os
 import re
 import socket
@@ -222,7 +223,7 @@ def parse_non_negative_int(text: str) -> int:
 
 def parse_seconds(text: str) -> float:
     value = float(text.strip())
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{text.strip()!r} is not a positive number of seconds")
     return value
 

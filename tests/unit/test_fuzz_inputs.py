@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from strongroom import cli
-from strongroom.config import Settings
+from strongroom.config import OperatorTuning, Settings
 from strongroom.crypto import Identity, Sealed, open_sealed
 from strongroom.errors import ConfigError, IntegrityError
 
@@ -34,6 +34,32 @@ def test_any_environment_is_a_setting_or_a_config_error_naming_the_variable(
         Settings.from_env(env)
     except ConfigError as exc:
         assert any(name in str(exc) for name in env)
+
+
+OPERATOR_VARS = [
+    "STRONGROOM_STORE_POLL_SECONDS", "STRONGROOM_WORKER_LIMIT", "STRONGROOM_RECONCILE_WORKERS",
+    "STRONGROOM_LOG_FORMAT",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(OPERATOR_VARS), st.text(max_size=20)))
+@example({"STRONGROOM_RECONCILE_WORKERS": "0"})
+@example({"STRONGROOM_STORE_POLL_SECONDS": "nan"})
+@example({"STRONGROOM_STORE_POLL_SECONDS": "inf"})
+@example({"STRONGROOM_WORKER_LIMIT": "-1"})
+def test_any_operator_tuning_is_valid_or_a_config_error_naming_the_variable(
+    env: dict[str, str],
+) -> None:
+    try:
+        tuning = OperatorTuning.from_env(env)
+    except ConfigError as exc:
+        assert any(name in str(exc) for name in env)
+        return
+    assert 0 < tuning.store_poll_seconds < float("inf")
+    assert tuning.worker_limit >= 0
+    assert tuning.reconcile_workers >= 1
+    assert tuning.log_format in {"text", "json"}
 
 
 @settings(max_examples=300, deadline=None)
