@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.errors import StoreError
 from strongroom.store.engine import describe_db_error, transaction
+from strongroom.store.repository import forget_audit_head
 
 T = TypeVar("T")
 
@@ -121,10 +122,12 @@ class TransactionBatcher:
             unit.result = unit.work(conn)
         except SQLAlchemyError as exc:
             savepoint.rollback()
+            forget_audit_head(conn)
             unit.error = StoreError(f"database error: {describe_db_error(exc)}")
             return
         except Exception as exc:  # noqa: BLE001 - handed to the unit's caller
             savepoint.rollback()
+            forget_audit_head(conn)
             unit.error = exc
             return
         savepoint.commit()

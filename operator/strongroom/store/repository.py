@@ -505,6 +505,7 @@ _LOCK_HEAD = (
     select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
 )
 _INSERT_EVENT = insert(audit_events)
+_HEAD_CACHE = "strongroom.audit_head"
 _ADVANCE_HEAD = (
     update(audit_head)
     .where(audit_head.c.id == 1)
@@ -518,8 +519,14 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     holds the database write lock), so concurrent writers line up and the chain never forks.
     """
-    head = conn.execute(_LOCK_HEAD).one()
-    placed = seal_event(event, seq=int(head.seq) + 1, prev_hash=str(head.hash))
+    root = conn.get_transaction()
+    cached = conn.info.get(_HEAD_CACHE)
+    if cached is not None and cached[0] is root:
+        seq, prev_hash = cached[1], cached[2]
+    else:  # first append of this transaction: read (and lock) the head
+        head = conn.execute(_LOCK_HEAD).one()
+        seq, prev_hash = int(head.seq), str(head.hash)
+    placed = seal_event(event, seq=seq + 1, prev_hash=prev_hash)
     conn.execute(
         _INSERT_EVENT,
         {
@@ -538,7 +545,15 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
         },
     )
     conn.execute(_ADVANCE_HEAD, {"new_seq": placed.seq, "new_hash": placed.hash})
+    # Later appends in the same transaction (group commit) already hold the head's lock and
+    # know its value. Keyed by the transaction object, so a new transaction reads it afresh.
+    conn.info[_HEAD_CACHE] = (root, placed.seq, placed.hash)
     return placed
+
+
+def forget_audit_head(conn: Connection) -> None:
+    """After rolling back to a savepoint: the head read since then no longer holds."""
+    conn.info.pop(_HEAD_CACHE, None)
 
 
 _AUDIT_COLUMNS = (
