@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import time
 import urllib.error
 import uuid
 from collections.abc import Iterator
@@ -94,11 +95,38 @@ def test_an_edited_or_deleted_secret_is_repaired(op: OperatorProcess) -> None:
                timeout=15, what="re-creation")  # fmt: skip
 
 
+def test_a_spec_change_is_applied_and_a_metadata_edit_writes_nothing(op: OperatorProcess) -> None:
+    op.apply("cfg", {"data": [{"key": "pw", "generate": {"length": 16}}], "refreshInterval": "1h"})
+    first = ready(op, "cfg")
+    annotations = op.msec("cfg")["metadata"].get("annotations") or {}
+    assert not [k for k in annotations if k.startswith("strongroom.io/")]  # no kopf bookkeeping
+    password = decoded(op.secret("cfg"))["pw"]
+    op.kube.request(
+        "PATCH", op.msec_path("cfg"),
+        {"spec": {"data": [{"key": "pw", "generate": {"length": 16}},
+                           {"key": "extra", "generate": {"length": 8}}],
+                  "target": {"labels": {"team": "web"}}}},
+        content_type="application/merge-patch+json",
+    )  # fmt: skip
+    status = ready(op, "cfg", first["version"] + 1)
+    assert status["observedGeneration"] == 2
+    secret = op.secret("cfg")
+    assert secret is not None and secret["metadata"]["labels"]["team"] == "web"
+    data = decoded(secret)
+    assert data["pw"] == password and len(data["extra"]) == 8  # kept, and added
+    secret_rv = secret["metadata"]["resourceVersion"]
+    op.kube.request("PATCH", op.msec_path("cfg"), {"metadata": {"labels": {"note": "x"}}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    msec_rv = op.msec("cfg")["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert op.secret("cfg")["metadata"]["resourceVersion"] == secret_rv  # type: ignore[index]
+    assert op.msec("cfg")["metadata"]["resourceVersion"] == msec_rv
+
+
 def test_an_idle_refresh_writes_nothing(op: OperatorProcess) -> None:
     op.cli("secret", "set", f"{op.namespace}/quiet", "k=v")
     op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "1s"})
     ready(op, "quiet")
-    import time
 
     time.sleep(2)  # let the first refreshes settle
     secret_rv = op.secret("quiet")["metadata"]["resourceVersion"]  # type: ignore[index]
@@ -221,7 +249,6 @@ def test_a_restart_generates_nothing_new(op: OperatorProcess) -> None:
     before = decoded(op.secret("stable"))["pw"]
     op.stop(signal.SIGKILL)
     op.start()
-    import time
 
     time.sleep(5)
     assert decoded(op.secret("stable"))["pw"] == before

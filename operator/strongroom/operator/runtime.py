@@ -1,8 +1,12 @@
 """The operator's moving parts around :class:`strongroom.sync.Syncer`.
 
-- a **scheduler**: one due time per ManagedSecret (refresh, rotation, retry with backoff), one
-  asyncio task that runs reconciles as they fall due, at most ``workers`` at a time, never two
-  for the same object;
+- an **event intake** (:meth:`Runtime.observe`, called by kopf for every watch event): a new
+  generation or a new object is reconciled, a deletion held by our finalizer is finalized, and
+  the echo of our own status write is recognised by its unchanged generation and dropped;
+- a **scheduler**: one due time per ManagedSecret (refresh, rotation, retry with backoff) in a
+  heap, one asyncio task that runs reconciles as they fall due, at most ``workers`` at a time in
+  threads, never two for the same object (their store writes share transactions: group
+  commit);
 - a **store watch**: polls ``secrets.updated_at`` every couple of seconds, so a value set with
   the CLI reaches its Secret within seconds, not at the next refresh (works on SQLite and
   PostgreSQL alike);
