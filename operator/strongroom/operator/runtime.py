@@ -271,7 +271,9 @@ class Runtime:
             await asyncio.to_thread(self._work, key, self._pending.pop(key, None))
         except Exception:
             log.exception("reconcile of %s/%s failed unexpectedly", *key)
-            self.schedule(key, MAX_BACKOFF)
+            tracked = self.tracked.setdefault(key, Tracked())
+            tracked.failures += 1
+            self.schedule(key, min(MAX_BACKOFF, MIN_BACKOFF * 2**tracked.failures))
         finally:
             self._running.discard(key)
             gate.release()
