@@ -185,25 +185,22 @@ class Strongroom:
         """
         start = time.perf_counter()
 
-        def attempt(
-            conn: Connection,
-        ) -> tuple[T | None, AuditEvent | list[AuditEvent] | None, StrongroomError | None]:
+        def attempt(conn: Connection) -> tuple[T | None, list[AuditEvent], StrongroomError | None]:
+            failed: StrongroomError | None = None
             try:
                 result, event = body(conn)
             except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
                 if not read_only:
                     raise
-                failed, event = exc, failure(exc)
-                repo.append_audit(conn, event)
-                return None, event, failed
+                result, event, failed = None, failure(exc), exc
             events = event if isinstance(event, list) else [] if event is None else [event]
             for one in events:
                 repo.append_audit(conn, one)
-            return result, events, None
+            return result, events, failed
 
         try:
             result, done, failed = self._in_transaction(attempt)
-            for one in [done] if isinstance(done, AuditEvent) else done or []:
+            for one in done:
                 _observe(one.action, one.outcome, time.perf_counter() - start)
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
@@ -298,13 +295,14 @@ class Strongroom:
     ) -> SecretValue | None:
         """Read the current values and write what ``produce`` adds to them, in one transaction.
 
-        For the operator's reconcile: a value to generate is generated exactly when the store
-        has none, under the secret's row lock, and a new ManagedSecret costs one transaction
-        instead of a read and then a write. ``produce`` gets the current values ({} when there
-        are none) and returns the keys to add or replace; it runs inside the transaction, so it
-        must not do I/O. Audited as the read (``action``; ``not_found`` when nothing is stored)
-        and, when something is written, ``secret.set``. Returns the resulting version, or None
-        when nothing is stored and nothing was produced.
+        For the operator's reconcile: a new ManagedSecret costs one transaction instead of a
+        read and then a write, and a value is generated from what that transaction read (on
+        SQLite it holds the write lock throughout; on PostgreSQL the write locks the secret's
+        row and merges over whatever version is current by then). ``produce`` gets the current
+        values ({} when there are none) and returns the keys to add or replace; it runs inside
+        the transaction, so it must not do I/O. Audited as the read (``action``; ``not_found``
+        when nothing is stored) and, when something is written, ``secret.set``. Returns the
+        resulting version's values, or None when nothing is stored and nothing was produced.
         """
         self._check_name("namespace", namespace)
         self._check_name("name", name)

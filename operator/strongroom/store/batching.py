@@ -104,10 +104,8 @@ class TransactionBatcher:
             with transaction(self.engine) as conn:
                 for unit in batch:
                     self._one(conn, unit)
-        except StoreError as exc:
-            for unit in batch:
-                unit.result, unit.error = None, exc
         except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
+            # Nothing of the batch committed (a StoreError from BEGIN/COMMIT, usually).
             for unit in batch:
                 unit.result, unit.error = None, exc
         self.batches += 1
