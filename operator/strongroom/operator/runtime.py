@@ -271,9 +271,7 @@ class Runtime:
             await asyncio.to_thread(self._work, key, self._pending.pop(key, None))
         except Exception:
             log.exception("reconcile of %s/%s failed unexpectedly", *key)
-            tracked = self.tracked.setdefault(key, Tracked())
-            tracked.failures += 1
-            self.schedule(key, min(MAX_BACKOFF, MIN_BACKOFF * 2**tracked.failures))
+            self.schedule(key, self._backoff(key))
         finally:
             self._running.discard(key)
             gate.release()
@@ -363,9 +361,7 @@ class Runtime:
             log.warning("could not update status of %s/%s: %s", namespace, name,
                         getattr(exc, "status", type(exc).__name__))  # fmt: skip
         if result.retry or (not result.ready and result.next_refresh is None):
-            tracked.failures += 1
-            delay = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (tracked.failures - 1))
-            self._schedule_from_thread(key, delay)
+            self._schedule_from_thread(key, self._backoff(key))
         elif result.next_refresh is not None:
             delay = (result.next_refresh - datetime.now(UTC)).total_seconds()
             self._schedule_from_thread(key, delay)
@@ -376,10 +372,14 @@ class Runtime:
         return result
 
     def _retry(self, key: Key, why: str) -> None:
+        log.warning("%s/%s: %s; retrying", key[0], key[1], why)
+        self._schedule_from_thread(key, self._backoff(key))
+
+    def _backoff(self, key: Key) -> float:
+        """Count one more failure of ``key``; the delay before its retry (2 s doubling to 5 min)."""
         tracked = self.tracked.setdefault(key, Tracked())
         tracked.failures += 1
-        log.warning("%s/%s: %s; retrying", key[0], key[1], why)
-        self._schedule_from_thread(key, min(MAX_BACKOFF, MIN_BACKOFF * 2**tracked.failures))
+        return min(MAX_BACKOFF, MIN_BACKOFF * 2.0 ** (tracked.failures - 1))
 
     def _schedule_from_thread(self, key: Key, delay: float) -> None:
         if self._loop is not None:
