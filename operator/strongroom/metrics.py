@@ -62,6 +62,16 @@ STORE_SECONDS = Histogram(
     "strongroom_store_op_seconds", "Latency of store operations (audit included).", ["action"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )  # fmt: skip
+EVENTS_POSTED = Counter(
+    "strongroom_events_posted", "Kubernetes Events posted, by type (Normal, Warning).", ["type"]
+)
+EVENTS_FAILED = Counter(
+    "strongroom_events_failed", "Kubernetes Events the apiserver refused or did not answer."
+)
+EVENTS_DROPPED = Counter(
+    "strongroom_events_dropped", "Kubernetes Events dropped because the queue was full."
+)
+EVENTS_QUEUED = Gauge("strongroom_events_queued", "Kubernetes Events recorded and not yet posted.")
 MANAGED = Gauge("strongroom_managed_secrets", "ManagedSecrets this operator tracks.")
 REFRESH_LAG = Histogram(
     "strongroom_refresh_lag_seconds", "How late a scheduled reconcile started.",

@@ -85,6 +85,9 @@ class OperatorProcess:
             self.kube.request("GET", f"/api/v1/namespaces/{self.namespace}/events")["items"]
         )
 
+    def event_reasons(self) -> set[str]:
+        return {event["reason"] for event in self.events()}
+
 
 def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll until ``check`` returns something truthy; fail with the last value otherwise."""

@@ -174,8 +174,8 @@ def test_kek_endpoint_down_for_30_seconds(
         proxy.restore()
         eventually(lambda: {"before", "during"} <= ready_names(op), timeout=120,
                    what="recovery without intervention")  # fmt: skip
-        reasons = {e["reason"] for e in op.events()}
-        assert "KEKUnavailable" in reasons and "Synced" in reasons
+        eventually(lambda: {"KEKUnavailable", "Synced"} <= op.event_reasons(),
+                   what="KEKUnavailable and Synced events")  # fmt: skip
     finally:
         proxy.restore()
         op.stop()

@@ -19,12 +19,27 @@ from strongroom.operator.runtime import Runtime
 from strongroom.sync import GROUP, PLURAL, VERSION
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the body) for every event, even when, as here,
+    no create/update handler could use it; this storage builds, keeps and stores nothing."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The handler only files the event with the runtime, so kopf's per-object workers are
     # short-lived; the bound keeps a burst of thousands of new objects from holding thousands
     # of coroutines at once.

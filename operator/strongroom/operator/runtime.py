@@ -27,7 +27,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +46,7 @@ from strongroom.metrics import (
     RECONCILES,
     REFRESH_LAG,
 )
+from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.sync import (
     FINALIZER,
     GROUP,
@@ -71,6 +71,7 @@ Key = tuple[str, str]
 
 MIN_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
+QUIET_SECONDS = 1.0
 
 
 @dataclasses.dataclass
@@ -147,6 +148,7 @@ class Runtime:
         self._heap: list[tuple[float, int, Key]] = []
         self._seq = itertools.count()
         self._running: set[Key] = set()
+        self._last_work = 0.0
         self._pending: dict[Key, dict[str, Any]] = {}
         self._finalized: set[Key] = set()
         self._wake = asyncio.Event()
@@ -157,6 +159,7 @@ class Runtime:
         self.room: Strongroom | None = None
         self.syncer: Syncer | None = None
         self.api: k8s.ApiClient | None = None
+        self.events: EventRecorder | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -188,6 +191,12 @@ class Runtime:
             self.room, k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api),
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
         )  # fmt: skip
+        # Events wait while reconciles run: the Secrets and statuses of a burst come first.
+        self.events = EventRecorder(
+            self.syncer.core, component="strongroom", instance=self.actor,
+            busy=self.busy,
+        )  # fmt: skip
+        self.events.start()
         self._tasks.append(asyncio.create_task(self._schedule_loop(), name="strongroom-scheduler"))
         self._tasks.append(asyncio.create_task(self._store_watch(), name="strongroom-store-watch"))
         for namespace in self.namespaces or (None,):
@@ -206,10 +215,16 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.events is not None:
+            await asyncio.to_thread(self.events.stop)
         if self.room is not None:
             self.room.close()
 
     # -- scheduling -------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """A reconcile runs, or one ended within the last second (a burst is still going)."""
+        return bool(self._running) or time.monotonic() - self._last_work < QUIET_SECONDS
 
     def schedule(self, key: Key, delay: float = 0.0) -> None:
         due = time.monotonic() + max(0.0, delay)
@@ -282,6 +297,7 @@ class Runtime:
             self.schedule(key, self._backoff(key))
         finally:
             self._running.discard(key)
+            self._last_work = time.monotonic()
             gate.release()
             due = self._due.get(key)
             if due is not None:  # scheduled again while it ran
@@ -360,11 +376,11 @@ class Runtime:
                     _preload_content=False,
                 ))  # fmt: skip
             for event_type, reason, message in result.events:
-                self._post_event(body, event_type, reason, message)
+                self._event(body, event_type, reason, message)
             previous: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
                              if c.get("type") == "Ready"), {})  # fmt: skip
             if not result.ready and previous.get("reason") != result.reason:
-                self._post_event(body, "Warning", result.reason, result.message)
+                self._event(body, "Warning", result.reason, result.message)
         except (ApiException, Urllib3Error) as exc:
             log.warning("could not update status of %s/%s: %s", namespace, name,
                         getattr(exc, "status", type(exc).__name__))  # fmt: skip
@@ -393,25 +409,13 @@ class Runtime:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.schedule, key, delay)
 
-    def _post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        assert self.syncer is not None  # noqa: S101
+    def _event(self, body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+        if self.events is None:
+            return
         meta = body["metadata"]
-        now = datetime.now(UTC)
-        event = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
-                         "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-                               "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta["uid"]},
-            "reason": reason, "message": message[:1024], "type": event_type,
-            "source": {"component": "strongroom"}, "reportingComponent": "strongroom",
-            "reportingInstance": self.actor[:128],
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": 1,
-        }  # fmt: skip
-        discard(self.syncer.core.create_namespaced_event(
-            meta["namespace"], event, _preload_content=False
-        ))  # fmt: skip
+        involved = InvolvedObject(f"{GROUP}/{VERSION}", KIND, meta["namespace"], meta["name"],
+                                  meta["uid"])  # fmt: skip
+        self.events.record(involved, event_type, reason, message)
 
     # -- the two watches --------------------------------------------------------------------
 
