@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import Connection
+
 from strongroom import Strongroom
+from strongroom.audit import AuditEvent, Outcome
 from strongroom.errors import AlreadyExists, NotFound
+from strongroom.store import repository as repo
 from tests.conftest import make_settings
 
 THREADS = 12
@@ -111,3 +117,59 @@ def test_calls_one_after_another_each_commit_at_once(tmp_path: Path) -> None:
             assert room.set("ns", "solo", {"i": i}) == i + 1
         batcher = room._batcher
         assert batcher is not None and batcher.batches == batcher.units == 5
+
+
+def test_a_unit_that_fails_after_writing_is_undone_alone(tmp_path: Path) -> None:
+    """Its audit row and its move of the chain's head go; the units beside it in the same
+    transaction stay, and the chain runs on from the head as it was before the failed unit."""
+    with Strongroom.open(make_settings(f"sqlite:///{tmp_path / 'store.db'}")) as room:
+        room.group_commit()
+        batcher = room._batcher
+        assert batcher is not None
+        failures: list[BaseException] = []
+        running, release = threading.Event(), threading.Event()
+
+        def hold(conn: Connection) -> None:
+            running.set()
+            release.wait(30)
+
+        def kept(conn: Connection) -> None:
+            repo.append_audit(conn, AuditEvent(datetime.now(UTC), "test", "test.kept", Outcome.OK))
+
+        def half_done(conn: Connection) -> None:
+            event = AuditEvent(datetime.now(UTC), "test", "test.half", Outcome.OK, detail="undone")
+            repo.append_audit(conn, event)
+            raise RuntimeError("fails after its write")
+
+        def failing() -> None:
+            try:
+                batcher.run(half_done)
+            except RuntimeError as exc:
+                failures.append(exc)
+
+        # The writer is held by a first unit while the others queue up behind it in a known
+        # order (failed, kept, failed, kept, ...), so they all run in the next transaction.
+        holder = threading.Thread(target=batcher.run, args=(hold,))
+        holder.start()
+        assert running.wait(30)
+        threads = []
+        for i in range(8):
+            if i % 2 == 0:
+                thread = threading.Thread(target=failing)
+            else:
+                thread = threading.Thread(target=batcher.run, args=(kept,))
+            thread.start()
+            threads.append(thread)
+            deadline = time.monotonic() + 10
+            while batcher._queue.qsize() < i + 1:
+                assert time.monotonic() < deadline, "a unit did not queue"
+                time.sleep(0.01)
+        release.set()
+        for thread in [holder, *threads]:
+            thread.join(60)
+        assert batcher.batches == 2  # the held unit, then all eight together
+        assert len(failures) == 4
+        actions = [e.action for e in room.audit_events()]
+        assert "test.half" not in actions
+        assert actions.count("test.kept") == 4
+        assert room.audit_verify().ok
