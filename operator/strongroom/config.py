@@ -235,6 +235,7 @@ class OperatorTuning:
     store_poll_seconds: float = 2.0
     worker_limit: int = 256  # kopf's event workers at once; 0: unbounded
     reconcile_workers: int = 16  # reconciles at once
+    api_timeout_seconds: float = 70.0  # a Kubernetes API call that has not answered fails
     log_format: str = "text"
 
     @classmethod
@@ -250,6 +251,9 @@ class OperatorTuning:
             ),
             reconcile_workers=_read(
                 env, "STRONGROOM_RECONCILE_WORKERS", parse_positive_int, cls.reconcile_workers
+            ),
+            api_timeout_seconds=_read(
+                env, "STRONGROOM_API_TIMEOUT_SECONDS", parse_seconds, cls.api_timeout_seconds
             ),
             log_format=log_format,
         )

@@ -28,6 +28,7 @@ from typing import Any
 
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom import values
 from strongroom.api import Strongroom
@@ -266,6 +267,9 @@ class Syncer:
         except ApiException as exc:
             return Result(False, Reason.KUBERNETES_ERROR,
                           f"Kubernetes API answered {exc.status} {exc.reason}", retry=True)  # fmt: skip
+        except Urllib3Error as exc:  # refused, reset, or no answer within the API timeout
+            return Result(False, Reason.KUBERNETES_ERROR,
+                          f"Kubernetes API unreachable ({type(exc).__name__})", retry=True)  # fmt: skip
 
     def _reconcile(
         self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str,

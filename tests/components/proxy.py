@@ -1,4 +1,6 @@
-"""A loopback TCP proxy in front of a real server: adds latency, or takes the path down.
+"""A loopback TCP proxy in front of a real server: adds latency, takes the path down, or
+stalls it (connections stay open and nothing ever answers, a fault a real server cannot be
+made to show).
 
 Used to make a real KMS or Vault endpoint slow (bench/kek.py) or unreachable for a while
 (fault tests) without touching the server's state; moto and a dev-mode OpenBao lose every key
@@ -21,6 +23,8 @@ class TcpProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._conns: list[socket.socket] = []
+        self._silent: set[socket.socket] = set()
+        self.stalled = False
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -34,14 +38,29 @@ class TcpProxy:
                     sock.close()
             self._conns.clear()
 
+    def stall(self) -> None:
+        """Swallow everything: open connections go silent for good, new ones get no upstream."""
+        self.stalled = True
+        with self._lock:
+            self._silent.update(self._conns)
+
     def restore(self) -> None:
+        """New connections work again (connections silenced by :meth:`stall` stay silent)."""
         self.up = True
+        self.stalled = False
 
     def _accept(self) -> None:
         while True:
             client, _ = self._server.accept()
             if not self.up:
                 client.close()
+                continue
+            if self.stalled:
+                with self._lock:
+                    self._silent.add(client)
+                threading.Thread(
+                    target=self._pump, args=(client, client, False), daemon=True
+                ).start()
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
@@ -62,6 +81,8 @@ class TcpProxy:
                 if delayed and self.delay and time.monotonic() - last > 0.002:
                     time.sleep(self.delay)  # once per request, not per chunk of one
                 last = time.monotonic()
+                if src in self._silent or dst in self._silent:
+                    continue  # read and dropped: the sender waits for an answer forever
                 dst.sendall(chunk)
         except OSError:
             pass

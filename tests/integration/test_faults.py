@@ -18,6 +18,7 @@ from pathlib import Path
 import boto3
 import hvac
 import pytest
+import yaml
 
 from strongroom import Strongroom
 from tests.components.kube import KubeCluster
@@ -130,6 +131,37 @@ def test_apiserver_restart_mid_run(kube: KubeCluster, tmp_path: Path) -> None:
         eventually(lambda: managed_secrets(op)["before"]["pw"] == right, timeout=60,
                    what="drift repaired after the apiserver restart")  # fmt: skip
     finally:
+        op.stop()
+
+
+def test_a_stalled_apiserver_connection_times_out_and_is_retried(
+    kube: KubeCluster, tmp_path: Path
+) -> None:
+    """The path to the apiserver goes silent (connections stay open, nothing answers): the
+    operator's call times out instead of holding its reconcile for good, and a retry syncs."""
+    proxy = TcpProxy(kube.port)
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "kubeconfig-via-proxy"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    op = new_operator(kube, tmp_path, f"sqlite:///{tmp_path / 'store.db'}",
+                      STRONGROOM_API_TIMEOUT_SECONDS="3")  # fmt: skip
+    op.kubeconfig = kubeconfig
+    op.start()
+    try:
+        op.cli("secret", "set", f"{op.namespace}/app", "pw=first")
+        op.apply("app", {"data": [{"key": "pw"}]})
+        eventually(lambda: "app" in ready_names(op), what="app Ready")
+        proxy.stall()
+        op.cli("secret", "set", f"{op.namespace}/app", "pw=second")
+        # The store watch sees the new value within 2 s; the Secret write then meets silence,
+        # and so do the client's three retries on new connections (3 s each).
+        eventually(lambda: "Kubernetes API unreachable" in op.log(), timeout=60, what="the operator to report the call that timed out")  # fmt: skip
+        proxy.restore()
+        eventually(lambda: managed_secrets(op)["app"]["pw"] == "second", timeout=60,
+                   what="the new value synced after the stall")  # fmt: skip
+    finally:
+        proxy.restore()
         op.stop()
 
 

@@ -38,7 +38,7 @@ def test_any_environment_is_a_setting_or_a_config_error_naming_the_variable(
 
 OPERATOR_VARS = [
     "STRONGROOM_STORE_POLL_SECONDS", "STRONGROOM_WORKER_LIMIT", "STRONGROOM_RECONCILE_WORKERS",
-    "STRONGROOM_LOG_FORMAT",
+    "STRONGROOM_LOG_FORMAT", "STRONGROOM_API_TIMEOUT_SECONDS",
 ]  # fmt: skip
 
 
@@ -48,6 +48,7 @@ OPERATOR_VARS = [
 @example({"STRONGROOM_STORE_POLL_SECONDS": "nan"})
 @example({"STRONGROOM_STORE_POLL_SECONDS": "inf"})
 @example({"STRONGROOM_WORKER_LIMIT": "-1"})
+@example({"STRONGROOM_API_TIMEOUT_SECONDS": "0"})
 def test_any_operator_tuning_is_valid_or_a_config_error_naming_the_variable(
     env: dict[str, str],
 ) -> None:
@@ -59,6 +60,7 @@ def test_any_operator_tuning_is_valid_or_a_config_error_naming_the_variable(
     assert 0 < tuning.store_poll_seconds < float("inf")
     assert tuning.worker_limit >= 0
     assert tuning.reconcile_workers >= 1
+    assert 0 < tuning.api_timeout_seconds < float("inf")
     assert tuning.log_format in {"text", "json"}
 
 

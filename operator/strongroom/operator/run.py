@@ -73,7 +73,8 @@ def run(
     actor = operator_actor()
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
                       actor=actor, store_poll=tuning.store_poll_seconds,
-                      workers=tuning.reconcile_workers)  # fmt: skip
+                      workers=tuning.reconcile_workers,
+                      api_timeout=tuning.api_timeout_seconds)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

@@ -72,6 +72,7 @@ Key = tuple[str, str]
 MIN_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 QUIET_SECONDS = 1.0
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_kube_config(connections: int) -> k8s.ApiClient:
+def load_kube_config(connections: int, timeout: float) -> k8s.ApiClient:
     """An API client whose pool keeps ``connections`` connections open.
 
     The client's default pool (five per core) is smaller than the reconcile threads: every
@@ -123,7 +124,26 @@ def load_kube_config(connections: int) -> k8s.ApiClient:
             ) from None
     configuration = k8s.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = connections
-    return k8s.ApiClient(configuration)
+    client = k8s.ApiClient(configuration)
+    with_default_timeout(client.rest_client, (min(CONNECT_TIMEOUT, timeout), timeout))
+    return client
+
+
+def with_default_timeout(rest: Any, timeout: tuple[float, float]) -> None:
+    """Give every call of this REST client a timeout unless it brings its own.
+
+    The kubernetes client waits forever by default (it passes ``timeout=None`` down to
+    urllib3, so not even a pool-wide default applies): one stalled connection would hold a
+    reconcile thread for good. ``timeout`` is (connect, read) in seconds; the apiserver
+    itself ends a request after 60 s, hence the default read timeout of 70 s. The client's
+    retries (three, for idempotent calls, on a new connection) each get the same bound.
+    """
+    request = rest.request
+
+    def request_with_timeout(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return request(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    rest.request = request_with_timeout
 
 
 class Runtime:
@@ -137,12 +157,14 @@ class Runtime:
         actor: str,
         workers: int = 8,
         store_poll: float = 2.0,
+        api_timeout: float = 70.0,
     ) -> None:
         self.settings = settings
         self.namespaces = tuple(namespaces)
         self.actor = actor
         self.workers = workers
         self.store_poll = store_poll
+        self.api_timeout = api_timeout
         self.tracked: dict[Key, Tracked] = {}
         self._due: dict[Key, float] = {}
         self._heap: list[tuple[float, int, Key]] = []
@@ -179,7 +201,7 @@ class Runtime:
         self._loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(self.workers * 2, thread_name_prefix="strongroom")
         )
-        self.api = load_kube_config(self.workers * 2)
+        self.api = load_kube_config(self.workers * 2, self.api_timeout)
         self.room = await asyncio.to_thread(Strongroom.open, self.settings)
         self.room.group_commit()
         try:
@@ -476,6 +498,7 @@ class Runtime:
         kwargs: dict[str, Any] = {
             "label_selector": selector, "resource_version": version, "watch": True,
             "timeout_seconds": 60, "allow_watch_bookmarks": True, "_preload_content": False,
+            "_request_timeout": (CONNECT_TIMEOUT, max(90.0, self.api_timeout)),
         }  # fmt: skip
         response = (core.list_namespaced_secret(namespace, **kwargs) if namespace
                     else core.list_secret_for_all_namespaces(**kwargs))  # fmt: skip
