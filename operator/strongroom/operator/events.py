@@ -147,7 +147,8 @@ class EventRecorder:
             discard(self.core.create_namespaced_event(
                 involved.namespace, body, _preload_content=False
             ))  # fmt: skip
-        except (ApiException, Urllib3Error) as exc:
+        except (ApiException, Urllib3Error, ValueError, TypeError) as exc:
+            # Counted and logged, never raised: a failed note must not stop the ones after it.
             EVENTS_FAILED.inc()
             log.warning("could not post Event %s for %s/%s: %s", item.reason, involved.namespace,
                         involved.name, getattr(exc, "status", None) or type(exc).__name__)  # fmt: skip
