@@ -70,6 +70,10 @@ class SecretInfo:
     updated_at: datetime
 
 
+class _VersionMoved(Exception):  # noqa: N818 - a signal inside resolve(), never raised out of it
+    """Another writer committed a version between a read and the write's row lock."""
+
+
 class Strongroom:
     """Open with :meth:`open`; safe to share between threads."""
 
@@ -296,12 +300,14 @@ class Strongroom:
         """Read the current values and write what ``produce`` adds to them, in one transaction.
 
         For the operator's reconcile: a new ManagedSecret costs one transaction instead of a
-        read and then a write, and a value is generated from what that transaction read (on
-        SQLite it holds the write lock throughout; on PostgreSQL the write locks the secret's
-        row and merges over whatever version is current by then). ``produce`` gets the current
-        values ({} when there are none) and returns the keys to add or replace; it runs inside
-        the transaction, so it must not do I/O. Audited as the read (``action``; ``not_found``
-        when nothing is stored) and, when something is written, ``secret.set``. Returns the
+        read and then a write, and a value is generated from what that transaction read. On
+        SQLite it holds the write lock throughout. On PostgreSQL, if another writer commits
+        between the read and the write's row lock, the values are read again under the lock
+        and ``produce`` is asked again: it may run twice, so it must have no side effects and,
+        as it runs inside the transaction, do no I/O. ``produce`` gets the current values ({}
+        when there are none) and returns the keys to add or replace. Audited as the read
+        (``action``; ``not_found`` when nothing is stored) and, when something is written,
+        ``secret.set``. Returns the
         resulting version's values, or None when nothing is stored and nothing was produced.
         """
         self._check_name("namespace", namespace)
@@ -309,26 +315,39 @@ class Strongroom:
         write_key = self.data_keys.for_write()
 
         def body(conn: Connection) -> tuple[SecretValue | None, list[AuditEvent]]:
-            current: dict[str, Any] = {}
-            version, description = 0, ""
-            found = repo.read_version(conn, namespace, name, None)
-            if found is not None and found[1][0].state != VersionState.DESTROYED:
-                secret, rows = found
-                version, description = rows[0].version, secret.description
-                current = {row.key: values.decode(self._decrypt(conn, secret, row)) for row in rows}
-            events = [
-                self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
-                            namespace=namespace, name=name, version=version or None)
-            ]  # fmt: skip
-            new = dict(produce(current))
-            if new:
+            # Two passes at most: on PostgreSQL another writer can commit a version between
+            # this read and the write's row lock; then the values are read again under the
+            # lock and ``produce`` decides again, so a value set meanwhile is never overwritten
+            # by one generated for its absence. (SQLite's write lock rules this out.)
+            for last in (False, True):
+                current: dict[str, Any] = {}
+                version, seen, description = 0, 0, ""
+                found = repo.read_version(conn, namespace, name, None)
+                if found is not None:
+                    seen = found[0].current_version
+                    if found[1][0].state != VersionState.DESTROYED:
+                        secret, rows = found
+                        version, description = rows[0].version, secret.description
+                        current = {row.key: values.decode(self._decrypt(conn, secret, row))
+                                   for row in rows}  # fmt: skip
+                events = [
+                    self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
+                                namespace=namespace, name=name, version=version or None)
+                ]  # fmt: skip
+                new = dict(produce(current))
+                if not new:
+                    break
                 encoded = self._encode_all(new, set())
-                version, written = self._write_version(
-                    conn, namespace, name, encoded, write_key, actor=actor,
-                    touched=",".join(sorted(encoded)),
-                )  # fmt: skip
+                try:
+                    version, written = self._write_version(
+                        conn, namespace, name, encoded, write_key, actor=actor,
+                        touched=",".join(sorted(encoded)), expect=None if last else seen,
+                    )  # fmt: skip
+                except _VersionMoved:
+                    continue
                 events.append(written)
                 current.update(new)
+                break
             if not version:
                 return None, events
             return SecretValue(namespace, name, version, current, description), events
@@ -360,12 +379,19 @@ class Strongroom:
         description: str | None = None,
         actor: str | None,
         touched: str,
+        expect: int | None = None,
     ) -> tuple[int, AuditEvent]:
-        """The next version of ``namespace/name`` inside the caller's transaction."""
+        """The next version of ``namespace/name`` inside the caller's transaction.
+
+        ``expect``: the current version the caller based its values on; if another writer
+        has moved it by the time the row is locked, :class:`_VersionMoved` (row still locked).
+        """
         removed = removed or set()
         data_key_id, seed = write_key
         now = datetime.now(UTC)
         secret = repo.lock_secret(conn, namespace, name, description or "", now)
+        if expect is not None and secret.current_version != expect:
+            raise _VersionMoved
         if if_absent and secret.current_version:
             raise AlreadyExists(f"{namespace}/{name} already exists")
         plain: dict[str, bytes] = {}

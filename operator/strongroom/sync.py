@@ -282,8 +282,13 @@ class Syncer:
         # 1. Resolve every declared key into the store: values to generate in the same
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
+        rotated: list[str] = []
+
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
+            # May run twice (resolve() asks again if another writer got in first): no
+            # side effect but the record of when each value was generated.
             fresh: dict[str, Any] = {}
+            rotated.clear()
             for item in spec.data:
                 if item.generate is None:
                     continue
@@ -300,14 +305,13 @@ class Syncer:
                     )
                     generated[item.key] = _iso(now)
                     if item.key in current:
-                        events.append(
-                            ("Normal", "Rotated", f"generated a new value for {item.key}")
-                        )
+                        rotated.append(item.key)
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
             return fresh
 
         found = self.room.resolve(namespace, name, produce, actor=self.actor)
+        events.extend(("Normal", "Rotated", f"generated a new value for {key}") for key in rotated)
         stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
 
         new_values: dict[str, Any] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from strongroom import Strongroom
 from tests.conftest import MASTER_KEY, make_settings
@@ -51,3 +53,37 @@ def test_concurrent_writers_keep_the_chain_valid(db_url: str) -> None:
         shared = room.get("ns", "shared")
         assert shared.version == 1 + WORKERS * ROUNDS
         assert dict(shared.data) == {"seed": 0, **{f"w{w}": ROUNDS - 1 for w in range(WORKERS)}}
+
+
+def generate_absent(
+    other: Strongroom, set_meanwhile: dict[str, str], calls: list[dict[str, str]]
+) -> Callable[[Mapping[str, Any]], dict[str, str]]:
+    """A ManagedSecret's ``produce``: generate ``pw`` when absent. The first time it is asked,
+    another writer (a CLI, another replica) commits a value for ``pw`` in the meantime."""
+
+    def produce(current: Mapping[str, Any]) -> dict[str, str]:
+        calls.append(dict(current))
+        if len(calls) == 1:
+            other.set("ns", "app", set_meanwhile)  # commits while the resolve is in flight
+        return {} if "pw" in current else {"pw": "generated"}
+
+    return produce
+
+
+def test_a_value_set_during_resolve_is_not_overwritten_by_a_generated_one(pg_url: str) -> None:
+    """PostgreSQL only: on SQLite the resolve holds the write lock and the other writer waits."""
+    with Strongroom.open(make_settings(pg_url)) as room, \
+            Strongroom.open(make_settings(pg_url)) as other:  # fmt: skip
+        # The secret does not exist yet: the other writer creates it.
+        calls: list[dict[str, str]] = []
+        found = room.resolve("ns", "app", generate_absent(other, {"pw": "from-cli"}, calls))
+        assert found is not None and found.data == {"pw": "from-cli"}
+        assert calls == [{}, {"pw": "from-cli"}]  # asked again, under the row lock
+        assert room.get("ns", "app").version == 1
+        # It exists: the other writer adds a version between the read and the write.
+        room.set("ns", "app", {"user": "u"}, replace=True)
+        calls = []
+        found = room.resolve("ns", "app", generate_absent(other, {"pw": "second"}, calls))
+        assert found is not None and found.data == {"user": "u", "pw": "second"}
+        assert room.get("ns", "app").version == 3
+        assert room.audit_verify().ok
