@@ -12,7 +12,11 @@
   PostgreSQL alike);
 - a **Secret watch**: watches only Secrets labelled ``strongroom.io/managed-by=strongroom``
   (a server-side label selector: the operator never receives, let alone caches, other
-  Secrets) and repairs edits and deletions at once.
+  Secrets) and repairs edits and deletions at once;
+- an **event recorder** (:mod:`strongroom.operator.events`): reconciles queue their Events,
+  one thread posts them once reconciles pause.
+
+Every Kubernetes API call has a timeout (the client's own default is to wait forever).
 """
 
 from __future__ import annotations
