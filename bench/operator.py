@@ -36,18 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubernetes import client as k8s  # noqa: E402
-from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 from tests.components.kube import KubeCluster, start_cluster  # noqa: E402
 
 STRONGROOM = str(Path(sys.executable).parent / "strongroom")
-
-
-def api_client(kube: KubeCluster) -> k8s.ApiClient:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=str(kube.kubeconfig),
-                                client_configuration=configuration)  # fmt: skip
-    return k8s.ApiClient(configuration)
 
 
 def secret_bodies(count: int) -> list[dict[str, Any]]:
@@ -58,7 +50,7 @@ def floor(kube: KubeCluster, count: int, threads: int = 1) -> float:
     """Create ``count`` Secrets with the kubernetes client; seconds taken."""
     ns = f"floor-{uuid.uuid4().hex[:6]}"
     kube.ensure_namespace(ns)
-    core = k8s.CoreV1Api(api_client(kube))
+    core = k8s.CoreV1Api(kube.api_client())
     bodies = secret_bodies(count)
     start = time.perf_counter()
     if threads == 1:
@@ -75,7 +67,7 @@ class ReadyWatch(threading.Thread):
 
     def __init__(self, kube: KubeCluster, ns: str, count: int) -> None:
         super().__init__(daemon=True)
-        self.custom = k8s.CustomObjectsApi(api_client(kube))
+        self.custom = k8s.CustomObjectsApi(kube.api_client())
         self.ns, self.count = ns, count
         self.ready: set[str] = set()
         self.done = threading.Event()
@@ -124,7 +116,7 @@ def operator_run(
     kube.ensure_namespace(ns)
     proc = start_operator(kube, ns, workdir)
     time.sleep(3)  # let kopf start watching, as a deployed operator would be
-    custom = k8s.CustomObjectsApi(api_client(kube))
+    custom = k8s.CustomObjectsApi(kube.api_client())
     watch = ReadyWatch(kube, ns, count)
     watch.start()
     watch.started.wait(30)
@@ -150,7 +142,7 @@ def operator_run(
 def events_lag(kube: KubeCluster, ns: str, count: int, timeout: float = 120) -> float:
     """Seconds until ``count`` Events exist in ``ns``: the operator posts them in the
     background once its reconciles pause, so they trail the Secrets and statuses."""
-    core = k8s.CoreV1Api(api_client(kube))
+    core = k8s.CoreV1Api(kube.api_client())
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         page = core.list_namespaced_event(ns, limit=1)

@@ -307,8 +307,8 @@ class Strongroom:
         as it runs inside the transaction, do no I/O. ``produce`` gets the current values ({}
         when there are none) and returns the keys to add or replace. Audited as the read
         (``action``; ``not_found`` when nothing is stored) and, when something is written,
-        ``secret.set``. Returns the
-        resulting version's values, or None when nothing is stored and nothing was produced.
+        ``secret.set``. Returns the resulting version's values, or None when nothing is stored
+        and nothing was produced.
         """
         self._check_name("namespace", namespace)
         self._check_name("name", name)

@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from tests.components.base import find_binary, free_port, missing, stop, wait_until
 
@@ -57,6 +59,13 @@ class KubeCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.root / "admin.kubeconfig"
+
+    def api_client(self) -> k8s.ApiClient:
+        """A kubernetes client for the admin, with its own configuration (not the default)."""
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=str(self.kubeconfig),
+                                    client_configuration=configuration)  # fmt: skip
+        return k8s.ApiClient(configuration)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from tests.components.kube import KubeCluster
@@ -19,10 +18,7 @@ from tests.components.operator import eventually
 
 @pytest.fixture
 def core(kube: KubeCluster) -> k8s.CoreV1Api:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=str(kube.kubeconfig),
-                                client_configuration=configuration)  # fmt: skip
-    return k8s.CoreV1Api(k8s.ApiClient(configuration))
+    return k8s.CoreV1Api(kube.api_client())
 
 
 @pytest.fixture

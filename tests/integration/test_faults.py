@@ -134,7 +134,7 @@ def test_apiserver_restart_mid_run(kube: KubeCluster, tmp_path: Path) -> None:
         op.stop()
 
 
-def test_a_stalled_apiserver_connection_times_out_and_is_retried(
+def test_a_stalled_apiserver_path_via_a_swallowing_proxy_times_out_and_is_retried(
     kube: KubeCluster, tmp_path: Path
 ) -> None:
     """The path to the apiserver goes silent (connections stay open, nothing answers): the
