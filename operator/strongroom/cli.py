@@ -482,8 +482,10 @@ def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser
                        help="watch every namespace (the default)")  # fmt: skip
     run.add_argument("--liveness", metavar="URL", default=None,
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
-    run.add_argument("--peering", metavar="NAME", default=None,
-                     help="coordinate replicas through this kopf peering object (crds/kopf-peerings.yaml)")  # fmt: skip
+    run.add_argument("--leader-elect", metavar="[NAMESPACE/]LEASE", default=None,
+                     help="run as one of several replicas: reconcile only while holding this "
+                          "coordination.k8s.io Lease (namespace: POD_NAMESPACE by default; "
+                          "STRONGROOM_LEASE_SECONDS sets its duration, 15 s)")  # fmt: skip
     run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                      help="serve Prometheus metrics on this port (/metrics)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -498,7 +500,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the operator needs its extras: pip install 'strongroom[operator]'"
         ) from None
     run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
-        peering=args.peering, verbose=args.verbose,
+        leader_elect=args.leader_elect, verbose=args.verbose,
         metrics_port=args.metrics_port)  # fmt: skip
     return 0
 

@@ -214,13 +214,6 @@ def _default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def parse_non_negative_int(text: str) -> int:
-    value = int(text.strip())
-    if value < 0:
-        raise ValueError(f"{value} is negative")
-    return value
-
-
 def parse_seconds(text: str) -> float:
     value = float(text.strip())
     if not (value > 0 and math.isfinite(value)):
@@ -233,9 +226,9 @@ class OperatorTuning:
     """The operator's own knobs (``strongroom run``), validated like every other setting."""
 
     store_poll_seconds: float = 2.0
-    worker_limit: int = 256  # kopf's event workers at once; 0: unbounded
     reconcile_workers: int = 16  # reconciles at once
     api_timeout_seconds: float = 70.0  # a Kubernetes API call that has not answered fails
+    lease_seconds: float = 15.0  # leader election: a leader silent this long is replaced
     log_format: str = "text"
 
     @classmethod
@@ -246,17 +239,22 @@ class OperatorTuning:
             store_poll_seconds=_read(
                 env, "STRONGROOM_STORE_POLL_SECONDS", parse_seconds, cls.store_poll_seconds
             ),
-            worker_limit=_read(
-                env, "STRONGROOM_WORKER_LIMIT", parse_non_negative_int, cls.worker_limit
-            ),
             reconcile_workers=_read(
                 env, "STRONGROOM_RECONCILE_WORKERS", parse_positive_int, cls.reconcile_workers
             ),
             api_timeout_seconds=_read(
                 env, "STRONGROOM_API_TIMEOUT_SECONDS", parse_seconds, cls.api_timeout_seconds
             ),
+            lease_seconds=_read(env, "STRONGROOM_LEASE_SECONDS", _parse_lease, cls.lease_seconds),
             log_format=log_format,
         )
+
+
+def _parse_lease(text: str) -> float:
+    value = parse_seconds(text)
+    if not 3 <= value <= 3600:
+        raise ValueError(f"{text.strip()!r} is not between 3 s and 1 h")
+    return value
 
 
 def _parse_log_format(text: str) -> str:

@@ -37,7 +37,7 @@ def test_any_environment_is_a_setting_or_a_config_error_naming_the_variable(
 
 
 OPERATOR_VARS = [
-    "STRONGROOM_STORE_POLL_SECONDS", "STRONGROOM_WORKER_LIMIT", "STRONGROOM_RECONCILE_WORKERS",
+    "STRONGROOM_STORE_POLL_SECONDS", "STRONGROOM_LEASE_SECONDS", "STRONGROOM_RECONCILE_WORKERS",
     "STRONGROOM_LOG_FORMAT", "STRONGROOM_API_TIMEOUT_SECONDS",
 ]  # fmt: skip
 
@@ -47,7 +47,7 @@ OPERATOR_VARS = [
 @example({"STRONGROOM_RECONCILE_WORKERS": "0"})
 @example({"STRONGROOM_STORE_POLL_SECONDS": "nan"})
 @example({"STRONGROOM_STORE_POLL_SECONDS": "inf"})
-@example({"STRONGROOM_WORKER_LIMIT": "-1"})
+@example({"STRONGROOM_LEASE_SECONDS": "-1"})
 @example({"STRONGROOM_API_TIMEOUT_SECONDS": "0"})
 def test_any_operator_tuning_is_valid_or_a_config_error_naming_the_variable(
     env: dict[str, str],
@@ -58,7 +58,7 @@ def test_any_operator_tuning_is_valid_or_a_config_error_naming_the_variable(
         assert any(name in str(exc) for name in env)
         return
     assert 0 < tuning.store_poll_seconds < float("inf")
-    assert tuning.worker_limit >= 0
+    assert 3 <= tuning.lease_seconds <= 3600
     assert tuning.reconcile_workers >= 1
     assert 0 < tuning.api_timeout_seconds < float("inf")
     assert tuning.log_format in {"text", "json"}

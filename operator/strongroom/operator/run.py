@@ -1,4 +1,5 @@
-"""``strongroom run``: start kopf with Strongroom's handlers."""
+"""``strongroom run``: start kopf with Strongroom's handlers (and, with several replicas, the
+leader election)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import socket
 import kopf
 
 from strongroom.config import OperatorTuning, Settings
+from strongroom.errors import StrongroomError
+from strongroom.operator.leader import LeaseRef
 from strongroom.operator.runtime import Runtime
 
 
@@ -47,7 +50,7 @@ def run(
     *,
     namespaces: list[str],
     liveness: str | None = None,
-    peering: str | None = None,
+    leader_elect: str | None = None,
     verbose: bool = False,
     metrics_port: int | None = None,
 ) -> None:
@@ -70,18 +73,24 @@ def run(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)
+    lease = LeaseRef.parse(leader_elect, os.environ.get("POD_NAMESPACE")) if leader_elect else None
     actor = operator_actor()
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
                       actor=actor, store_poll=tuning.store_poll_seconds,
-                      workers=tuning.reconcile_workers,
-                      api_timeout=tuning.api_timeout_seconds)  # fmt: skip
+                      workers=tuning.reconcile_workers, api_timeout=tuning.api_timeout_seconds,
+                      lease=lease, lease_seconds=tuning.lease_seconds)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
-            standalone=peering is None,
-            peering_name=peering,
+            standalone=True,  # replicas coordinate through the Lease, not kopf's peering
             liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime, worker_limit=tuning.worker_limit or None),
+            memo=kopf.Memo(runtime=runtime),
+            stop_flag=runtime.exit_flag,
         )
     )
+    if runtime.lost_leadership:
+        raise StrongroomError(
+            f"lost the leadership of Lease {lease}; exiting so that this replica restarts as a "
+            "follower"
+        )

@@ -25,12 +25,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import heapq
 import itertools
-import json
 import logging
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +53,8 @@ from strongroom.metrics import (
     REFRESH_LAG,
 )
 from strongroom.operator.events import EventRecorder, InvolvedObject
+from strongroom.operator.leader import LeaderElector, LeaseRef
+from strongroom.operator.watching import Event, RawWatch
 from strongroom.sync import (
     FINALIZER,
     GROUP,
@@ -77,6 +81,7 @@ MIN_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 QUIET_SECONDS = 1.0
 CONNECT_TIMEOUT = 10.0
+WATCH_SECONDS = 300
 
 
 @dataclasses.dataclass
@@ -162,6 +167,8 @@ class Runtime:
         workers: int = 8,
         store_poll: float = 2.0,
         api_timeout: float = 70.0,
+        lease: LeaseRef | None = None,
+        lease_seconds: float = 15.0,
     ) -> None:
         self.settings = settings
         self.namespaces = tuple(namespaces)
@@ -169,6 +176,13 @@ class Runtime:
         self.workers = workers
         self.store_poll = store_poll
         self.api_timeout = api_timeout
+        self.lease = lease
+        self.lease_seconds = lease_seconds
+        self.elector: LeaderElector | None = None
+        # Set when the Lease is lost: kopf then stops (``stop_flag``) and the process exits,
+        # to come back as a follower.
+        self.exit_flag = threading.Event()
+        self.lost_leadership = False
         self.tracked: dict[Key, Tracked] = {}
         self._due: dict[Key, float] = {}
         self._heap: list[tuple[float, int, Key]] = []
@@ -223,19 +237,48 @@ class Runtime:
             busy=self.busy,
         )  # fmt: skip
         self.events.start()
+        if self.lease is None:
+            self._begin()
+        else:
+            identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+            self.elector = LeaderElector(k8s.CoordinationV1Api(self.api), self.lease, identity,
+                                         lease_seconds=self.lease_seconds)  # fmt: skip
+            self._tasks.append(asyncio.create_task(self._lead(), name="strongroom-leader"))
+
+    def _begin(self) -> None:
+        """Start reconciling: the scheduler, the store watch and the two API watches."""
         self._tasks.append(asyncio.create_task(self._schedule_loop(), name="strongroom-scheduler"))
         self._tasks.append(asyncio.create_task(self._store_watch(), name="strongroom-store-watch"))
         for namespace in self.namespaces or (None,):
-            thread = threading.Thread(
-                target=self._secret_watch, args=(namespace,), daemon=True,
-                name=f"strongroom-secret-watch-{namespace or 'all'}",
-            )  # fmt: skip
-            thread.start()
-            self._threads.append(thread)
+            for watch in self._watches(namespace):
+                thread = threading.Thread(
+                    target=watch.run, daemon=True,
+                    name=f"strongroom-watch-{watch.what.lower()}-{namespace or 'all'}",
+                )  # fmt: skip
+                thread.start()
+                self._threads.append(thread)
         log.info("strongroom runtime started (namespaces: %s)", ", ".join(self.namespaces) or "all")
+
+    async def _lead(self) -> None:
+        """Wait for the Lease, then reconcile while renewing it."""
+        assert self.elector is not None  # noqa: S101
+        if not await asyncio.to_thread(self.elector.acquire, self._stop):
+            return
+        self._begin()
+        thread = threading.Thread(target=self.elector.hold, args=(self._stop, self._lost),
+                                  daemon=True, name="strongroom-lease")  # fmt: skip
+        thread.start()
+        self._threads.append(thread)
+
+    def _lost(self) -> None:
+        """The Lease is gone: stop reconciling at once and let the process exit."""
+        self.lost_leadership = True
+        self._stop.set()
+        self.exit_flag.set()
 
     async def stop(self) -> None:
         self._stop.set()
+        self.exit_flag.set()  # kopf waits for this flag in a thread of its own: release it
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -243,6 +286,8 @@ class Runtime:
                 await task
         if self.events is not None:
             await asyncio.to_thread(self.events.stop)
+        if self.elector is not None:
+            await asyncio.to_thread(self.elector.release)
         if self.room is not None:
             self.room.close()
 
@@ -463,71 +508,58 @@ class Runtime:
                 if tracked is not None and tracked.version != version:
                     self.schedule((namespace, name))
 
-    def _secret_watch(self, namespace: str | None) -> None:
-        """Repair edits and deletions of managed Secrets (label-selected, server-side).
-
-        Events are read as raw JSON, not turned into client models: a burst of new objects
-        brings as many ADDED events for the Secrets the operator has just written itself, and
-        those only move the resource version on.
-        """
+    def _watches(self, namespace: str | None) -> list[RawWatch]:
+        """The ManagedSecret watch and the managed-Secret watch of one namespace (None: all)."""
         assert self.syncer is not None  # noqa: S101
-        core = self.syncer.core
+        core, custom = self.syncer.core, self.syncer.custom
         selector = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
-        resource_version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if resource_version is None:
-                    listing = (core.list_namespaced_secret(namespace, label_selector=selector,
-                                                           limit=1)
-                               if namespace else
-                               core.list_secret_for_all_namespaces(label_selector=selector,
-                                                                   limit=1))  # fmt: skip
-                    resource_version = listing.metadata.resource_version
-                resource_version = self._follow_secrets(namespace, selector, resource_version)
-            except ApiException as exc:
-                if exc.status == 410:
-                    resource_version = None  # expired: list again
-                else:
-                    log.warning("Secret watch: Kubernetes API answered %s", exc.status)
-                    self._stop.wait(2)
-            except Exception as exc:  # noqa: BLE001 - a watch must survive apiserver restarts
-                log.warning("Secret watch interrupted (%s); reconnecting", type(exc).__name__)
-                resource_version = None
-                self._stop.wait(2)
+        if namespace:
+            list_managed = functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION,
+                                             namespace, PLURAL)  # fmt: skip
+            list_secrets = functools.partial(core.list_namespaced_secret, namespace,
+                                             label_selector=selector)  # fmt: skip
+        else:
+            list_managed = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION,
+                                             PLURAL)  # fmt: skip
+            list_secrets = functools.partial(core.list_secret_for_all_namespaces,
+                                             label_selector=selector)  # fmt: skip
+        timeout = (CONNECT_TIMEOUT, max(WATCH_SECONDS + 30.0, self.api_timeout))
+        return [
+            RawWatch(KIND, list_managed, on_events=self._managed_events, stop=self._stop,
+                     on_listed=functools.partial(self._managed_listed, namespace),
+                     request_timeout=timeout, watch_seconds=WATCH_SECONDS),
+            # Secrets: the listing only gives the version to watch from; their ManagedSecrets'
+            # reconciles check them anyway.
+            RawWatch("Secret", list_secrets, on_events=self._secret_events, stop=self._stop,
+                     list_items=False, request_timeout=timeout, watch_seconds=WATCH_SECONDS),
+        ]  # fmt: skip
 
-    def _follow_secrets(self, namespace: str | None, selector: str, version: str) -> str | None:
-        """One watch request; returns the resource version to resume from (None: list again)."""
-        assert self.syncer is not None  # noqa: S101
-        core = self.syncer.core
-        kwargs: dict[str, Any] = {
-            "label_selector": selector, "resource_version": version, "watch": True,
-            "timeout_seconds": 60, "allow_watch_bookmarks": True, "_preload_content": False,
-            "_request_timeout": (CONNECT_TIMEOUT, max(90.0, self.api_timeout)),
-        }  # fmt: skip
-        response = (core.list_namespaced_secret(namespace, **kwargs) if namespace
-                    else core.list_secret_for_all_namespaces(**kwargs))  # fmt: skip
-        try:
-            buffer = b""
-            for chunk in response.stream(65536, decode_content=False):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        if obj.get("code") == 410:
-                            return None
-                        raise ApiException(status=obj.get("code"), reason=obj.get("reason"))
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    if event.get("type") in {"MODIFIED", "DELETED"}:
-                        self._secret_changed(event["type"], obj)
-                    if self._stop.is_set():
-                        return version
-        finally:
-            response.release_conn()
-        return version
+    def _managed_events(self, events: list[Event]) -> None:
+        """From a watch thread: file a chunk of ManagedSecret events on the event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._observe_all, events)
+
+    def _observe_all(self, events: list[Event]) -> None:
+        for event_type, body in events:
+            self.observe(event_type, body)
+
+    def _managed_listed(self, namespace: str | None, names: set[str]) -> None:
+        """After a complete listing: objects tracked but no longer listed were deleted while
+        the watch was down (its DELETED event never came)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._forget_unlisted, namespace, names)
+
+    def _forget_unlisted(self, namespace: str | None, names: set[str]) -> None:
+        for key in [k for k in self.tracked if namespace in (None, k[0])]:
+            if f"{key[0]}/{key[1]}" not in names:
+                self._gone(key)
+
+    def _secret_events(self, events: list[Event]) -> None:
+        """Repair edits and deletions of managed Secrets; ADDED events are the operator's own
+        writes (or a relisting) and are skipped."""
+        for event_type, secret in events:
+            if event_type in {"MODIFIED", "DELETED"}:
+                self._secret_changed(event_type, secret)
 
     def _secret_changed(self, kind: str, secret: Mapping[str, Any]) -> None:
         meta = secret.get("metadata") or {}
