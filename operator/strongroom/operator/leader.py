@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.errors import ConfigError
+from strongroom.sync import discard
 
 log = logging.getLogger("strongroom.operator")
 
@@ -127,8 +128,8 @@ class LeaderElector:
             if lease is None or lease["spec"].get("holderIdentity") != self.identity:
                 return
             lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=_now())
-            self.api.replace_namespaced_lease(self.lease.name, self.lease.namespace, lease,
-                                              _preload_content=False).release_conn()  # fmt: skip
+            discard(self.api.replace_namespaced_lease(self.lease.name, self.lease.namespace,
+                                                      lease, _preload_content=False))  # fmt: skip
             log.info("released Lease %s", self.lease)
         except (ApiException, Urllib3Error) as exc:
             log.warning("could not release Lease %s (%s); it expires in %.0f s", self.lease,
@@ -184,7 +185,7 @@ class LeaderElector:
 
     def _write(self, call: Callable[..., Any], *args: Any) -> bool:
         try:
-            call(*args, _preload_content=False).release_conn()
+            discard(call(*args, _preload_content=False))
         except ApiException as exc:
             if exc.status == 409:  # another candidate wrote first
                 self.leading = False

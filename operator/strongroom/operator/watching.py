@@ -136,6 +136,9 @@ class RawWatch:
                 if self.stop.is_set():
                     break
         finally:
+            # The stream may end half-read (stopped, an ERROR event): never give that
+            # connection back to the pool as it is.
+            response.close()
             response.release_conn()
         return version
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom.errors import StoreError
 from strongroom.store.engine import describe_db_error, transaction
-from strongroom.store.repository import forget_audit_head
+from strongroom.store.repository import AuditHeadMark, audit_head_mark, restore_audit_head
 
 T = TypeVar("T")
 
@@ -120,22 +120,23 @@ class TransactionBatcher:
         # the unit's own statements. SQLAlchemy does not need to know: a unit never sees it.
         driver = conn.connection.dbapi_connection
         assert driver is not None  # noqa: S101 - a connection inside a transaction
+        mark = audit_head_mark(conn)
         driver.execute("SAVEPOINT strongroom_unit")
         try:
             unit.result = unit.work(conn)
         except SQLAlchemyError as exc:
-            _undo(conn, driver)
+            _undo(conn, driver, mark)
             unit.error = StoreError(f"database error: {describe_db_error(exc)}")
             return
         except Exception as exc:  # noqa: BLE001 - handed to the unit's caller
-            _undo(conn, driver)
+            _undo(conn, driver, mark)
             unit.error = exc
             return
         driver.execute("RELEASE SAVEPOINT strongroom_unit")
 
 
-def _undo(conn: Connection, driver: Any) -> None:
-    """Roll one unit back to its savepoint, and forget the audit head it may have moved."""
+def _undo(conn: Connection, driver: Any, mark: AuditHeadMark) -> None:
+    """Roll one unit back to its savepoint, and the audit head to where it was then."""
     driver.execute("ROLLBACK TO SAVEPOINT strongroom_unit")
     driver.execute("RELEASE SAVEPOINT strongroom_unit")
-    forget_audit_head(conn)
+    restore_audit_head(conn, mark)

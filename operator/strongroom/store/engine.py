@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -82,6 +82,29 @@ def describe_db_error(exc: SQLAlchemyError) -> str:
 
 
 _SQLITE_WRITERS: dict[int, threading.Lock] = {}
+_BEFORE_COMMIT = "strongroom.before_commit"
+
+
+def before_commit(conn: Connection, key: str, hook: Callable[[Connection], None]) -> None:
+    """Run ``hook(conn)`` once, just before this transaction commits (by :func:`transaction`).
+
+    Keyed, so that work that many statements share (moving the audit head) is done once per
+    transaction; a transaction that rolls back runs nothing.
+    """
+    root = conn.get_transaction()
+    hooks = conn.info.get(_BEFORE_COMMIT)
+    if hooks is None or hooks[0] is not root:
+        fresh: dict[str, Callable[[Connection], None]] = {}
+        hooks = (root, fresh)
+        conn.info[_BEFORE_COMMIT] = hooks
+    hooks[1][key] = hook
+
+
+def _run_before_commit(conn: Connection) -> None:
+    hooks = conn.info.pop(_BEFORE_COMMIT, None)
+    if hooks is not None and hooks[0] is conn.get_transaction():
+        for hook in hooks[1].values():
+            hook(conn)
 
 
 @contextlib.contextmanager
@@ -97,5 +120,6 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     try:
         with gate if gate is not None else contextlib.nullcontext(), engine.begin() as conn:
             yield conn
+            _run_before_commit(conn)
     except SQLAlchemyError as exc:
         raise StoreError(f"database error: {describe_db_error(exc)}") from None

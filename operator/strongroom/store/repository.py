@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Integer, and_, bindparam, delete, func, inser
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from strongroom.audit import AuditEvent, seal_event
+from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
     DataKeyState,
     VersionState,
@@ -518,6 +519,9 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
 
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     holds the database write lock), so concurrent writers line up and the chain never forks.
+    The head row itself is written once, just before the transaction commits
+    (:func:`strongroom.store.engine.transaction` runs :func:`flush_audit_head`), not once per
+    event: a reconcile appends three events and a group commit holds dozens of reconciles.
     """
     root = conn.get_transaction()
     cached = conn.info.get(_HEAD_CACHE)
@@ -544,16 +548,35 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
             "hash": placed.hash,
         },
     )
-    conn.execute(_ADVANCE_HEAD, {"new_seq": placed.seq, "new_hash": placed.hash})
-    # Later appends in the same transaction (group commit) already hold the head's lock and
-    # know its value. Keyed by the transaction object, so a new transaction reads it afresh.
+    # Later appends in the same transaction already hold the head's lock and know its value.
+    # Keyed by the transaction object, so a new transaction reads it afresh.
     conn.info[_HEAD_CACHE] = (root, placed.seq, placed.hash)
+    before_commit(conn, _HEAD_CACHE, flush_audit_head)
     return placed
 
 
-def forget_audit_head(conn: Connection) -> None:
-    """After rolling back to a savepoint: the head read since then no longer holds."""
-    conn.info.pop(_HEAD_CACHE, None)
+def flush_audit_head(conn: Connection) -> None:
+    """Write the head moved by this transaction's appends (before its commit)."""
+    cached = conn.info.get(_HEAD_CACHE)
+    if cached is not None and cached[0] is conn.get_transaction():
+        conn.execute(_ADVANCE_HEAD, {"new_seq": cached[1], "new_hash": cached[2]})
+
+
+AuditHeadMark = tuple[Any, int, str] | None
+
+
+def audit_head_mark(conn: Connection) -> AuditHeadMark:
+    """The head as this transaction knows it, to go back to after a savepoint's rollback."""
+    cached = conn.info.get(_HEAD_CACHE)
+    return cached if cached is not None and cached[0] is conn.get_transaction() else None
+
+
+def restore_audit_head(conn: Connection, mark: AuditHeadMark) -> None:
+    """After rolling back to a savepoint: the head is what it was when the savepoint began."""
+    if mark is None:
+        conn.info.pop(_HEAD_CACHE, None)  # not read yet then: read it from the row again
+    else:
+        conn.info[_HEAD_CACHE] = mark
 
 
 _AUDIT_COLUMNS = (
