@@ -389,7 +389,8 @@ class Strongroom:
         removed = removed or set()
         data_key_id, seed = write_key
         now = datetime.now(UTC)
-        secret = repo.lock_secret(conn, namespace, name, description or "", now)
+        secret = repo.lock_secret(conn, namespace, name, description or "", now,
+                                  absent=expect == 0)  # fmt: skip
         if expect is not None and secret.current_version != expect:
             raise _VersionMoved
         if if_absent and secret.current_version:

@@ -124,18 +124,28 @@ def find_secret(conn: Connection, namespace: str, name: str) -> SecretRow | None
 
 
 def lock_secret(
-    conn: Connection, namespace: str, name: str, description: str, now: datetime
+    conn: Connection,
+    namespace: str,
+    name: str,
+    description: str,
+    now: datetime,
+    *,
+    absent: bool = False,
 ) -> SecretRow:
     """The secret's row, created if absent, locked until the transaction ends.
 
     Concurrent writers of one secret then take turns (``FOR UPDATE`` on PostgreSQL; SQLite's
     ``BEGIN IMMEDIATE`` already serialises writers), so two of them never claim the same
     version number; ``ON CONFLICT DO NOTHING`` lets two creators meet without an error.
+    ``absent``: this transaction has just read that there is no such row, so go straight to
+    creating it (on SQLite nobody can have created it since; on PostgreSQL the insert still
+    meets a concurrent creator without an error).
     """
     where = {"namespace": namespace, "name": name}
-    row = conn.execute(_LOCK_SECRET, where).first()
-    if row is not None:
-        return _secret(row)
+    if not absent:
+        row = conn.execute(_LOCK_SECRET, where).first()
+        if row is not None:
+            return _secret(row)
     values = {
         "namespace": namespace,
         "name": name,
