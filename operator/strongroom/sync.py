@@ -36,6 +36,7 @@ from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.config import parse_duration
 from strongroom.errors import AlreadyExists, KeyringError, NotFound, StoreError, StrongroomError
+from strongroom.kubewrites import DirectWrites
 from strongroom.metrics import SECRET_WRITES
 
 GROUP = "strongroom.io"
@@ -235,10 +236,12 @@ class Syncer:
         apps: AppsV1Api,
         custom: CustomObjectsApi,
         *,
+        writes: DirectWrites,
         actor: str,
         hmac_key: bytes | None = None,
     ) -> None:
         self.room = room
+        self.writes = writes
         self.core = core
         self.apps = apps
         self.custom = custom
@@ -254,6 +257,32 @@ class Syncer:
 
     def hmac_key_if_loaded(self) -> bytes | None:
         return self._hmac_key
+
+    def write_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
+        """Replace the status as of the object version reconciled; if the object has changed
+        since (409), merge the patch into whatever it is now.
+
+        A replace costs the apiserver ≈ 10 % less CPU than a merge patch (it does not
+        serialise the stored object to apply a patch to it), and the status is most of what
+        a new ManagedSecret costs it after its creation.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if meta.get("resourceVersion"):
+            status = {**(body.get("status") or {}), **patch}
+            replacement = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
+                           "metadata": {"name": name, "namespace": namespace,
+                                        "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
+            try:
+                self.writes.replace_status(f"{GROUP}/{VERSION}", PLURAL, namespace, name,
+                                           replacement)  # fmt: skip
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        discard(self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False,
+        ))  # fmt: skip
 
     # -- the main path ----------------------------------------------------------------------
 
@@ -439,10 +468,9 @@ class Syncer:
             # A new object's Secret usually does not exist yet: try to create it straight away
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
-                discard(self.core.create_namespaced_secret(
-                    namespace, self._new_secret(spec, meta, namespace, desired, wanted_hmac),
-                    _preload_content=False,
-                ))  # fmt: skip
+                self.writes.create_secret(
+                    namespace, self._new_secret(spec, meta, namespace, desired, wanted_hmac)
+                )
                 SECRET_WRITES.labels("create").inc()
                 return True, False
             except ApiException as exc:
