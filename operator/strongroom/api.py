@@ -198,8 +198,7 @@ class Strongroom:
                     raise
                 result, event, failed = None, failure(exc), exc
             events = event if isinstance(event, list) else [] if event is None else [event]
-            for one in events:
-                repo.append_audit(conn, one)
+            repo.append_audits(conn, events)
             return result, events, failed
 
         try:

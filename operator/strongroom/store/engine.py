@@ -108,18 +108,25 @@ def _run_before_commit(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
+def transaction(engine: Engine, held: Connection | None = None) -> Iterator[Connection]:
     """One transaction; database failures become a :class:`StoreError` with a clean message.
 
     On SQLite, threads of one process queue on a Python lock before ``BEGIN IMMEDIATE``:
     SQLite's own busy handler sleeps in growing steps (up to 100 ms) while it waits for the
     write lock, which under a burst of concurrent reconciles costs far more than the work.
-    Other processes still meet at SQLite's lock.
+    Other processes still meet at SQLite's lock. ``held``: a connection the caller keeps
+    between transactions (the group-commit writer), instead of one from the pool for this one.
     """
     gate = _SQLITE_WRITERS.get(id(engine)) if engine.dialect.name == "sqlite" else None
     try:
-        with gate if gate is not None else contextlib.nullcontext(), engine.begin() as conn:
-            yield conn
-            _run_before_commit(conn)
+        with gate if gate is not None else contextlib.nullcontext():
+            if held is not None:
+                with held.begin():
+                    yield held
+                    _run_before_commit(held)
+            else:
+                with engine.begin() as conn:
+                    yield conn
+                    _run_before_commit(conn)
     except SQLAlchemyError as exc:
         raise StoreError(f"database error: {describe_db_error(exc)}") from None

@@ -525,7 +525,12 @@ _ADVANCE_HEAD = (
 
 
 def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
-    """Append to the chain inside the caller's transaction.
+    """Append one event to the chain inside the caller's transaction (see append_audits)."""
+    return append_audits(conn, [event])[0]
+
+
+def append_audits(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+    """Append events, in order, to the chain inside the caller's transaction (one INSERT).
 
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     holds the database write lock), so concurrent writers line up and the chain never forks.
@@ -533,6 +538,8 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
     (:func:`strongroom.store.engine.transaction` runs :func:`flush_audit_head`), not once per
     event: a reconcile appends three events and a group commit holds dozens of reconciles.
     """
+    if not events:
+        return []
     root = conn.get_transaction()
     cached = conn.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is root:
@@ -540,27 +547,34 @@ def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
     else:  # first append of this transaction: read (and lock) the head
         head = conn.execute(_LOCK_HEAD).one()
         seq, prev_hash = int(head.seq), str(head.hash)
-    placed = seal_event(event, seq=seq + 1, prev_hash=prev_hash)
+    placed: list[AuditEvent] = []
+    for event in events:
+        sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash)
+        placed.append(sealed)
+        seq, prev_hash = sealed.seq, sealed.hash
     conn.execute(
         _INSERT_EVENT,
-        {
-            "seq": placed.seq,
-            "time": placed.time,
-            "actor": placed.actor,
-            "action": placed.action,
-            "namespace": placed.namespace,
-            "name": placed.name,
-            "key": placed.key,
-            "version": placed.version,
-            "outcome": placed.outcome,
-            "detail": placed.detail,
-            "prev_hash": placed.prev_hash,
-            "hash": placed.hash,
-        },
+        [
+            {
+                "seq": one.seq,
+                "time": one.time,
+                "actor": one.actor,
+                "action": one.action,
+                "namespace": one.namespace,
+                "name": one.name,
+                "key": one.key,
+                "version": one.version,
+                "outcome": one.outcome,
+                "detail": one.detail,
+                "prev_hash": one.prev_hash,
+                "hash": one.hash,
+            }
+            for one in placed
+        ],
     )
     # Later appends in the same transaction already hold the head's lock and know its value.
     # Keyed by the transaction object, so a new transaction reads it afresh.
-    conn.info[_HEAD_CACHE] = (root, placed.seq, placed.hash)
+    conn.info[_HEAD_CACHE] = (root, seq, prev_hash)
     before_commit(conn, _HEAD_CACHE, flush_audit_head)
     return placed
 
