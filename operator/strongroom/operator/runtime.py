@@ -1,8 +1,9 @@
 """The operator's moving parts around :class:`strongroom.sync.Syncer`.
 
-- an **event intake** (:meth:`Runtime.observe`, called by kopf for every watch event): a new
-  generation or a new object is reconciled, a deletion held by our finalizer is finalized, and
-  the echo of our own status write is recognised by its unchanged generation and dropped;
+- an **event intake** (:meth:`Runtime.observe`, for every event of the ManagedSecret watch,
+  :mod:`strongroom.operator.watching`): a new generation or a new object is reconciled, a
+  deletion held by our finalizer is finalized, and the echo of our own status write is
+  recognised by its unchanged generation and dropped;
 - a **scheduler**: one due time per ManagedSecret (refresh, rotation, retry with backoff) in a
   heap, one asyncio task that runs reconciles as they fall due, at most ``workers`` at a time in
   threads, never two for the same object (their store writes share transactions: group
@@ -14,7 +15,10 @@
   (a server-side label selector: the operator never receives, let alone caches, other
   Secrets) and repairs edits and deletions at once;
 - an **event recorder** (:mod:`strongroom.operator.events`): reconciles queue their Events,
-  one thread posts them once reconciles pause.
+  one thread posts them once reconciles pause;
+- with ``--leader-elect``, a **Lease** (:mod:`strongroom.operator.leader`): nothing of the
+  above but the event recorder starts before this replica holds it, and the process exits
+  when it loses it.
 
 Every Kubernetes API call has a timeout (the client's own default is to wait forever).
 """
@@ -521,15 +525,15 @@ class Runtime:
                                              PLURAL)  # fmt: skip
             list_secrets = functools.partial(core.list_secret_for_all_namespaces,
                                              label_selector=selector)  # fmt: skip
-        timeout = (CONNECT_TIMEOUT, max(WATCH_SECONDS + 30.0, self.api_timeout))
+        timeout = (min(CONNECT_TIMEOUT, self.api_timeout), WATCH_SECONDS + 30.0)
         return [
             RawWatch(KIND, list_managed, on_events=self._managed_events, stop=self._stop,
                      on_listed=functools.partial(self._managed_listed, namespace),
-                     request_timeout=timeout, watch_seconds=WATCH_SECONDS),
+                     watch_timeout=timeout, watch_seconds=WATCH_SECONDS),
             # Secrets: the listing only gives the version to watch from; their ManagedSecrets'
             # reconciles check them anyway.
             RawWatch("Secret", list_secrets, on_events=self._secret_events, stop=self._stop,
-                     list_items=False, request_timeout=timeout, watch_seconds=WATCH_SECONDS),
+                     list_items=False, watch_timeout=timeout, watch_seconds=WATCH_SECONDS),
         ]  # fmt: skip
 
     def _managed_events(self, events: list[Event]) -> None:

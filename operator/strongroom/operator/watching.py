@@ -33,6 +33,9 @@ class ExpiredError(Exception):
 class RawWatch:
     """One resource's list-then-watch loop, for a thread that runs until ``stop`` is set.
 
+    ``watch_timeout`` (connect, read) must outlast ``watch_seconds``, after which the apiserver
+    ends a quiet watch itself.
+
     ``on_events`` gets the events of one chunk of the stream at once (the listing's objects
     with type None, when ``list_items``); ``on_listed`` the full listing's objects' names after
     a complete listing, so the caller can notice objects deleted while it was not watching.
@@ -45,7 +48,7 @@ class RawWatch:
         *,
         on_events: Callable[[list[Event]], None],
         stop: threading.Event,
-        request_timeout: tuple[float, float],
+        watch_timeout: tuple[float, float],
         on_listed: Callable[[set[str]], None] | None = None,
         list_items: bool = True,
         page_size: int = 500,
@@ -56,7 +59,7 @@ class RawWatch:
         self.on_events = on_events
         self.on_listed = on_listed
         self.stop = stop
-        self.request_timeout = request_timeout
+        self.watch_timeout = watch_timeout
         self.list_items = list_items
         self.page_size = page_size
         self.watch_seconds = watch_seconds
@@ -90,8 +93,8 @@ class RawWatch:
             kwargs: dict[str, Any] = {"limit": self.page_size if self.list_items else 1}
             if token:
                 kwargs["_continue"] = token
-            page = self._json(self.list_call(**kwargs, _preload_content=False,
-                                              _request_timeout=self.request_timeout))  # fmt: skip
+            # The client's default timeout applies (see runtime.with_default_timeout).
+            page = self._json(self.list_call(**kwargs, _preload_content=False))
             meta = page.get("metadata") or {}
             if self.list_items:
                 items = page.get("items") or []
@@ -111,7 +114,7 @@ class RawWatch:
         response = self.list_call(
             watch=True, resource_version=version, allow_watch_bookmarks=True,
             timeout_seconds=self.watch_seconds, _preload_content=False,
-            _request_timeout=self.request_timeout,
+            _request_timeout=self.watch_timeout,
         )  # fmt: skip
         try:
             buffer = b""
