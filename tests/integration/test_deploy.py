@@ -153,13 +153,22 @@ def test_every_rendered_set_passes_server_side_dry_run(helm: str, kube: KubeClus
         assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-replica", "leader-elected"])
 def test_operator_works_with_the_charts_rbac_and_nothing_more(
-    helm: str, kube: KubeCluster, tmp_path: Path
+    helm: str, kube: KubeCluster, tmp_path: Path, replicas: int
 ) -> None:
     watched, other, home = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("watched", "other", "sr"))
     for ns in (watched, other, home):
         kube.ensure_namespace(ns)
-    docs = render(helm, "--set", f"watchNamespaces={{{watched}}}", namespace=home)
+    ha = ["--set", "replicaCount=2", "--set", "store.postgres.existingSecret=pg"]
+    docs = render(helm, "--set", f"watchNamespaces={{{watched}}}", *(ha if replicas > 1 else []),
+                  namespace=home)  # fmt: skip
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease = [a.split("=", 1)[1] for a in args if a.startswith("--leader-elect=")]
+    assert len(lease) == (1 if replicas > 1 else 0)
+    # The pod would get POD_NAMESPACE from the downward API; here the namespace is explicit.
+    elect = ("--leader-elect", f"{home}/{lease[0]}") if lease else ()
     rbac = [d for d in docs if d["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
                                               "ClusterRoleBinding"}]  # fmt: skip
     for doc in rbac:
@@ -180,7 +189,8 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
         kube.request("GET", "/api/v1/secrets", token=token)
 
     env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
-    op = OperatorProcess(kube, watched, env, tmp_path / "operator.log", kubeconfig=kubeconfig)
+    op = OperatorProcess(kube, watched, env, tmp_path / "operator.log", kubeconfig=kubeconfig,
+                         args=elect)  # fmt: skip
     op.start()
     try:
         op.cli("secret", "set", f"{watched}/rbac", "k=from-the-store")
@@ -194,5 +204,7 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
         status = op.msec("rbac")["status"]
         assert status["conditions"][0]["status"] == "True"
         assert "Forbidden" not in op.log() and " 403" not in op.log()
+        if lease:
+            assert "leading: holding Lease" in op.log()
     finally:
         op.stop()
