@@ -89,14 +89,20 @@ class LeaderElector:
 
     def acquire(self, stop: threading.Event) -> bool:
         """Block until this replica leads (True) or ``stop`` is set (False)."""
+        last_problem = ""
         while not stop.is_set():
             try:
                 if self._try():
                     log.info("leading: holding Lease %s as %s", self.lease, self.identity)
                     return True
             except (ApiException, Urllib3Error) as exc:
-                log.warning("leader election: cannot read or write Lease %s (%s)", self.lease,
-                            getattr(exc, "status", None) or type(exc).__name__)  # fmt: skip
+                problem = str(getattr(exc, "status", None) or type(exc).__name__)
+                if problem == "403":
+                    problem += " (needs get and update on this Lease, create on leases)"
+                if problem != last_problem:  # once per cause, not every retry
+                    log.warning("leader election: cannot read or write Lease %s: %s; retrying",
+                                self.lease, problem)  # fmt: skip
+                    last_problem = problem
             stop.wait(self.retry_every)
         return False
 
