@@ -118,7 +118,7 @@ def operator_run(
     ns = f"op-{uuid.uuid4().hex[:6]}"
     kube.ensure_namespace(ns)
     proc = start_operator(kube, ns, workdir)
-    time.sleep(3)  # let kopf start watching, as a deployed operator would be
+    time.sleep(3)  # let the operator start watching, as a deployed one would be
     custom = k8s.CustomObjectsApi(kube.api_client())
     watch = ReadyWatch(kube, ns, count)
     watch.start()

@@ -29,8 +29,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from strongroom.kubewrites import discard
 from strongroom.metrics import EVENTS_DROPPED, EVENTS_FAILED, EVENTS_POSTED, EVENTS_QUEUED
-from strongroom.sync import discard
 
 log = logging.getLogger("strongroom.operator")
 

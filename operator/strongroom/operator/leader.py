@@ -16,7 +16,6 @@ watches, not the operator's refresh scheduler or its Secret watch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import threading
@@ -30,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.errors import ConfigError
-from strongroom.sync import discard
+from strongroom.kubewrites import discard, read_json
 
 log = logging.getLogger("strongroom.operator")
 
@@ -152,10 +151,7 @@ class LeaderElector:
             if exc.status == 404:
                 return None
             raise
-        try:
-            return dict(json.loads(response.data))
-        finally:
-            response.release_conn()
+        return read_json(response)
 
     def _try(self) -> bool:
         """Take or renew the Lease once; False while someone else validly holds it."""

@@ -20,6 +20,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from strongroom.kubewrites import read_json
+
 log = logging.getLogger("strongroom.operator")
 
 Event = tuple[str | None, dict[str, Any]]  # (None for a listed object, or the watch type; object)
@@ -94,7 +96,7 @@ class RawWatch:
             if token:
                 kwargs["_continue"] = token
             # The client's default timeout applies (see runtime.with_default_timeout).
-            page = self._json(self.list_call(**kwargs, _preload_content=False))
+            page = read_json(self.list_call(**kwargs, _preload_content=False))
             meta = page.get("metadata") or {}
             if self.list_items:
                 items = page.get("items") or []
@@ -144,10 +146,3 @@ class RawWatch:
             response.close()
             response.release_conn()
         return version
-
-    @staticmethod
-    def _json(response: Any) -> dict[str, Any]:
-        try:
-            return dict(json.loads(response.data))
-        finally:
-            response.release_conn()
