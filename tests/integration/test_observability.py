@@ -32,8 +32,12 @@ def test_metrics_health_and_json_logs(kube: KubeCluster, tmp_path: Path) -> None
                 return str(r.read().decode())
 
         def synced_metrics() -> str | None:
+            # The Secret write is counted inside the reconcile, the reconcile when it returns:
+            # wait for both, not for the first.
             text = scrape()
-            return text if 'strongroom_secret_writes_total{op="create"} 1.0' in text else None
+            done = ('strongroom_secret_writes_total{op="create"} 1.0' in text
+                    and "strongroom_reconcile_seconds_bucket" in text)  # fmt: skip
+            return text if done else None
 
         text = eventually(synced_metrics, what="metrics after the first sync")
         for name in ("strongroom_reconciles_total", "strongroom_reconcile_seconds_bucket",
