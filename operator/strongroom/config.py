@@ -230,6 +230,8 @@ class OperatorTuning:
     api_timeout_seconds: float = 70.0  # a Kubernetes API call that has not answered fails
     lease_seconds: float = 15.0  # leader election: a leader silent this long is replaced
     log_format: str = "text"
+    # Restart workloads listed in rolloutRestart (the chart grants workload rights only then).
+    rollout_restart: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorTuning:
@@ -247,6 +249,8 @@ class OperatorTuning:
             ),
             lease_seconds=_read(env, "STRONGROOM_LEASE_SECONDS", _parse_lease, cls.lease_seconds),
             log_format=log_format,
+            rollout_restart=_read(env, "STRONGROOM_ROLLOUT_RESTART", parse_bool,
+                                  cls.rollout_restart),
         )
 
 

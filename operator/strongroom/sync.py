@@ -6,9 +6,14 @@ its refresh scheduler, its store watch and its Secret watch all call :meth:`Sync
 Order of a reconcile: resolve every declared key into the store (generate once, import once,
 rotate when due; the store is the source of truth and nothing is regenerated on a restart),
 read the desired data from the store, compare an HMAC of the Secret's actual data with the
-desired one, and write only when they differ. The HMAC key is itself a secret in the store
-(``strongroom-system/sync-hmac-key``), so the annotation and status reveal nothing about
-values, unlike a plain hash would.
+desired one, and write only when they differ (:mod:`strongroom.datahmac` says what the HMAC
+binds and where its key lives).
+
+What a spec may ask for is :mod:`strongroom.policy`'s to say; this module applies it where it
+touches the cluster: a Secret is written or deleted only when it names this ManagedSecret's UID
+(ownerReference or ``strongroom.io/owner-uid``), keys are merged only into a Secret that
+consents (``strongroom.io/merge-from``), tokens are neither written nor imported, and a refused
+spec is ``Ready=False InvalidSpec``, never an exception out of the reconcile.
 """
 
 from __future__ import annotations
@@ -16,43 +21,45 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import hmac
-import json
 import os
 import random
-import secrets as pysecrets
 import string
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from strongroom import values
+from strongroom import policy, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
-from strongroom.config import parse_duration
-from strongroom.errors import AlreadyExists, KeyringError, NotFound, StoreError, StrongroomError
-from strongroom.kubewrites import DirectWrites, discard
+from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
+from strongroom.errors import KeyringError, StoreError, StrongroomError
+from strongroom.kubewrites import DirectWrites, discard, read_json
 from strongroom.metrics import SECRET_WRITES
+from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, OWNER_UID_ANNOTATION
+from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
+from strongroom.spec import DataItem, Spec, Target, needs_finalizer
+
+__all__ = [
+    "FINALIZER", "GROUP", "HMAC_ANNOTATION", "HMAC_SECRET", "KIND", "MANAGED_BY",
+    "MANAGED_BY_VALUE", "OWNER_LABEL", "PLURAL", "RESTART_ANNOTATION", "VERSION", "DataItem",
+    "Reason", "Result", "Spec", "Syncer", "data_hmac", "generate_value", "load_hmac_key",
+    "needs_finalizer", "status_patch",
+]
 
 GROUP = "strongroom.io"
 VERSION = "v1alpha1"
 PLURAL = "managedsecrets"
 KIND = "ManagedSecret"
 
-MANAGED_BY = "strongroom.io/managed-by"
-MANAGED_BY_VALUE = "strongroom"
-OWNER_LABEL = "strongroom.io/managed-secret"
 HMAC_ANNOTATION = "strongroom.io/data-hmac"
 KEYS_ANNOTATION = "strongroom.io/managed-keys"
-RESTART_ANNOTATION = "strongroom.io/restartedAt"
 FINALIZER = "strongroom.io/finalizer"
 
-HMAC_SECRET = ("strongroom-system", "sync-hmac-key")
 MESSAGE_LIMIT = 240
 
 _CHARSETS = {
@@ -78,68 +85,8 @@ class Reason:
     STORE_REJECTED = "StoreRejected"
     KUBERNETES_ERROR = "KubernetesAPIError"
     CREATED_ONCE = "CreatedOnce"
-
-
-@dataclasses.dataclass(frozen=True)
-class DataItem:
-    key: str
-    generate: Mapping[str, Any] | None = None
-    from_secret: Mapping[str, Any] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """A ManagedSecret spec with the defaults the CRD declares applied again defensively."""
-
-    target_name: str
-    target_type: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    immutable: bool
-    creation_policy: str
-    deletion_policy: str
-    data: tuple[DataItem, ...]
-    refresh_interval: timedelta
-    refresh_policy: str
-    keep_previous: timedelta | None
-    rollout_restart: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def parse(cls, name: str, spec: Mapping[str, Any]) -> Spec:
-        target = spec.get("target") or {}
-        rotation = spec.get("rotation") or {}
-        keep = rotation.get("keepPrevious")
-        return cls(
-            target_name=target.get("name") or name,
-            target_type=target.get("type") or "Opaque",
-            labels=dict(target.get("labels") or {}),
-            annotations=dict(target.get("annotations") or {}),
-            immutable=bool(target.get("immutable", False)),
-            creation_policy=target.get("creationPolicy") or "Owner",
-            deletion_policy=target.get("deletionPolicy") or "Delete",
-            data=tuple(
-                DataItem(item["key"], item.get("generate"), item.get("fromSecret"))
-                for item in spec.get("data") or []
-            ),
-            refresh_interval=parse_duration(spec.get("refreshInterval") or "1h"),
-            refresh_policy=spec.get("refreshPolicy") or "Periodic",
-            keep_previous=parse_duration(keep) if keep else None,
-            rollout_restart=tuple(
-                (item["kind"], item["name"]) for item in spec.get("rolloutRestart") or []
-            ),
-        )
-
-
-def needs_finalizer(spec: Spec) -> bool:
-    """Whether deleting the ManagedSecret needs the operator.
-
-    Owner + Delete (the default) is Kubernetes' own job: the Secret's controller
-    ownerReference lets the garbage collector delete it, with no finalizer to patch in and out
-    and nothing stuck if the operator is gone. Retain (drop the ownerReference first), Orphan +
-    Delete and Merge (remove only our keys) need work at deletion time, so a finalizer holds
-    the object until it is done.
-    """
-    return not (spec.creation_policy == "Owner" and spec.deletion_policy == "Delete")
+    INVALID_SPEC = "InvalidSpec"
+    MERGE_NOT_ALLOWED = "MergeNotAllowed"
 
 
 @dataclasses.dataclass
@@ -157,6 +104,7 @@ class Result:
     generated: dict[str, str] = dataclasses.field(default_factory=dict)
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     retry: bool = False
+    permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
 
 
 def generate_value(length: int, charset: str) -> str:
@@ -173,13 +121,6 @@ def generate_value(length: int, charset: str) -> str:
     while len(chars) < length:
         chars.extend(alphabet[b % size] for b in os.urandom(length + 16) if b < limit)
     return "".join(chars[:length])
-
-
-def data_hmac(key: bytes, secret_type: str, data: Mapping[str, str]) -> str:
-    """HMAC-SHA256 over the type and base64 data, canonically encoded."""
-    doc = json.dumps({"type": secret_type, "data": dict(sorted(data.items()))},
-                     separators=(",", ":"))  # fmt: skip
-    return hmac.new(key, doc.encode(), hashlib.sha256).hexdigest()
 
 
 def clip(message: str) -> str:
@@ -203,19 +144,6 @@ def _parse_iso(text: str | None) -> datetime | None:
         return None
 
 
-def load_hmac_key(room: Strongroom, actor: str) -> bytes:
-    """The store-held key for data HMACs, created once (create-only, so replicas agree)."""
-    namespace, name = HMAC_SECRET
-    try:
-        return bytes.fromhex(room.get(namespace, name, "key", actor=actor).data["key"])
-    except NotFound:
-        pass
-    with contextlib.suppress(AlreadyExists):  # another replica created it first: use theirs
-        room.set(namespace, name, {"key": pysecrets.token_hex(32)}, if_absent=True, actor=actor,
-                 description="HMAC key for Strongroom's sync (not a user secret)")  # fmt: skip
-    return bytes.fromhex(room.get(namespace, name, "key", actor=actor).data["key"])
-
-
 class Syncer:
     """Reconciles ManagedSecrets; thread-safe as long as one object is reconciled at a time."""
 
@@ -229,7 +157,9 @@ class Syncer:
         writes: DirectWrites,
         actor: str,
         hmac_key: bytes | None = None,
+        rollout_restart: bool = True,
     ) -> None:
+        self.rollout_restart_enabled = rollout_restart
         self.room = room
         self.writes = writes
         self.core = core
@@ -282,8 +212,8 @@ class Syncer:
         status = body.get("status") or {}
         try:
             spec = Spec.parse(name, body.get("spec") or {})
-        except (ValueError, KeyError) as exc:
-            return Result(False, Reason.STORE_REJECTED, clip(f"invalid spec: {exc}"))
+        except policy.SpecRefusedError as exc:
+            return Result(False, Reason.INVALID_SPEC, clip(str(exc)), permanent=True)
         if spec.refresh_policy == "CreatedOnce" and status.get("version"):
             return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
                           version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
@@ -323,12 +253,11 @@ class Syncer:
             for item in spec.data:
                 if item.generate is None:
                     continue
-                period = item.generate.get("rotationPeriod")
+                period = item.rotation_period
                 last = _parse_iso(generated.get(item.key))
                 due = item.key not in current or (
-                    period is not None and last is not None
-                    and now - last >= parse_duration(period)
-                )  # fmt: skip
+                    period is not None and last is not None and now - last >= period
+                )
                 if due:
                     fresh[item.key] = generate_value(
                         int(item.generate.get("length", 32)),
@@ -350,7 +279,13 @@ class Syncer:
         for item in spec.data:
             if item.from_secret is not None and item.key not in stored:
                 source = self._read_secret(namespace, item.from_secret["name"])
-                raw = None if source is None else (source.data or {}).get(item.from_secret["key"])
+                refusal = policy.import_refusal(
+                    None if source is None else source.get("type"), item.from_secret["name"]
+                )
+                if refusal is not None:
+                    return Result(False, Reason.SOURCE_INVALID, refusal, permanent=True)
+                raw = None if source is None else (source.get("data") or {}).get(
+                    item.from_secret["key"])  # fmt: skip
                 if raw is None:
                     return Result(
                         False, Reason.SOURCE_NOT_FOUND,
@@ -387,7 +322,7 @@ class Syncer:
             key: base64.b64encode(values.render(value).encode("utf-8")).decode()
             for key, value in stored.items()
         }
-        wanted_hmac = data_hmac(self.hmac_key, spec.target_type, desired)
+        wanted_hmac = self._hmac(body, spec.target_type, desired)
 
         # 2. Make the Secret match (a finalizer first when deletion will need us).
         if needs_finalizer(spec):
@@ -402,7 +337,9 @@ class Syncer:
             self._audit("operator.sync", namespace, name, version,
                         f"Secret {spec.target_name} written")  # fmt: skip
         if data_changed and spec.rollout_restart:
-            events.extend(self._rollout_restart(namespace, spec, now))
+            events.extend(rollout_restart(self.apps, namespace, spec.target_name,
+                                          spec.rollout_restart, now,
+                                          enabled=self.rollout_restart_enabled))  # fmt: skip
         if spec.keep_previous is not None:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
 
@@ -426,15 +363,21 @@ class Syncer:
             jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
             candidates.append(now + spec.refresh_interval * jitter)
         for item in spec.data:
-            period = (item.generate or {}).get("rotationPeriod")
             last = _parse_iso(generated.get(item.key))
-            if period and last:
-                candidates.append(last + parse_duration(period))
-        return min(candidates) if candidates else None
+            if item.rotation_period is not None and last is not None:
+                candidates.append(last + item.rotation_period)
+        return policy.floor_schedule(now, candidates)
 
-    def _read_secret(self, namespace: str, name: str) -> Any:
+    def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
+        meta = body["metadata"]
+        return data_hmac(self.hmac_key, namespace=meta["namespace"], name=meta["name"],
+                         uid=meta.get("uid", ""), secret_type=secret_type, data=data)  # fmt: skip
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret as plain JSON (no client models), or None when there is none."""
         try:
-            return self.core.read_namespaced_secret(name, namespace)
+            return read_json(self.core.read_namespaced_secret(name, namespace,
+                                                              _preload_content=False))  # fmt: skip
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -453,8 +396,10 @@ class Syncer:
     ) -> tuple[bool, bool] | Result:  # fmt: skip
         """(wrote, data changed) or a failed Result."""
         meta = body["metadata"]
+        name, uid = meta["name"], meta.get("uid", "")
+        merge = spec.creation_policy == "Merge"
         first_sync = not (body.get("status") or {}).get("version")
-        if first_sync and spec.creation_policy != "Merge":
+        if first_sync and not merge:
             # A new object's Secret usually does not exist yet: try to create it straight away
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
@@ -467,56 +412,63 @@ class Syncer:
                 if exc.status != 409:
                     raise
         existing = self._read_secret(namespace, spec.target_name)
-        ours = (existing is not None and existing.metadata.labels
-                and existing.metadata.labels.get(MANAGED_BY) == MANAGED_BY_VALUE)  # fmt: skip
-        if spec.creation_policy == "Merge":
+        existing_meta: dict[str, Any] = (existing or {}).get("metadata") or {}
+        ours = existing is not None and policy.owns(existing_meta, uid)
+        if merge:
             if existing is None:
                 return Result(False, Reason.MERGE_TARGET_MISSING,
                               f"Secret {spec.target_name} must exist for creationPolicy Merge",
                               retry=True)  # fmt: skip
+            refusal = None if ours else policy.merge_refusal(
+                existing_meta, existing.get("type"), name, uid)  # fmt: skip
+            if refusal is not None:
+                return Result(False, Reason.MERGE_NOT_ALLOWED, clip(refusal), retry=True)
         elif existing is not None and not ours:
             return Result(False, Reason.TARGET_CONFLICT,
-                          f"Secret {spec.target_name} exists and is not managed by Strongroom; "
-                          "use creationPolicy Merge to add keys to it")  # fmt: skip
+                          f"Secret {spec.target_name} exists and does not belong to this "
+                          "ManagedSecret (no ownerReference or strongroom.io/owner-uid naming "
+                          "it); delete it, or merge into it with its consent "
+                          "(creationPolicy Merge)", retry=True)  # fmt: skip
 
-        actual_data = dict(existing.data or {}) if existing is not None else {}
-        if spec.creation_policy == "Merge":
+        actual_data = dict((existing or {}).get("data") or {})
+        annotations = dict(existing_meta.get("annotations") or {})
+        if merge:
             actual_view = {k: actual_data[k] for k in desired if k in actual_data}
-            previous_keys = set(
-                filter(
-                    None, (existing.metadata.annotations or {}).get(KEYS_ANNOTATION, "").split(",")
-                )
-            )
+            previous_keys = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
             stale = previous_keys - set(desired)
         else:
             actual_view, stale = actual_data, set()
-        actual_type = existing.type if existing is not None else None
-        actual_hmac = data_hmac(self.hmac_key, actual_type or spec.target_type, actual_view)
+        actual_type = existing.get("type") if existing is not None else None
+        actual_hmac = self._hmac(body, actual_type or spec.target_type, actual_view)
         same_data = (
             existing is not None
             and hmac.compare_digest(actual_hmac, wanted_hmac)
-            and (spec.creation_policy == "Merge" or actual_type == spec.target_type)
+            and (merge or actual_type == spec.target_type)
             and not stale
         )
-        labels = dict(existing.metadata.labels or {}) if existing is not None else {}
-        annotations = dict(existing.metadata.annotations or {}) if existing is not None else {}
-        want_labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: meta["name"]}
+        labels = dict(existing_meta.get("labels") or {})
+        want_labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: name}
         want_annotations = {**spec.annotations, HMAC_ANNOTATION: wanted_hmac}
-        if spec.creation_policy == "Merge":
+        if merge:
             want_annotations[KEYS_ANNOTATION] = ",".join(sorted(desired))
+        else:
+            want_annotations[OWNER_UID_ANNOTATION] = uid
         meta_ok = all(labels.get(k) == v for k, v in want_labels.items()) and all(
             annotations.get(k) == v for k, v in want_annotations.items()
         )
         if same_data and meta_ok:
             return False, False
 
-        if spec.creation_policy == "Merge":
+        if merge:
+            assert existing is not None  # noqa: S101 - checked above
             merged = {k: v for k, v in actual_data.items() if k not in stale}
             merged.update(desired)
-            existing.data = merged
-            existing.metadata.labels = {**labels, **want_labels}
-            existing.metadata.annotations = {**annotations, **want_annotations}
-            self.core.replace_namespaced_secret(spec.target_name, namespace, existing)
+            existing["data"] = merged
+            existing_meta["labels"] = {**labels, **want_labels}
+            existing_meta["annotations"] = {**annotations, **want_annotations}
+            existing["metadata"] = existing_meta  # resourceVersion kept: no lost update
+            discard(self.core.replace_namespaced_secret(spec.target_name, namespace, existing,
+                                                        _preload_content=False))  # fmt: skip
             SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
@@ -525,12 +477,12 @@ class Syncer:
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("create").inc()
             return True, False
-        if (existing.immutable or actual_type != spec.target_type) and not same_data:
+        if (existing.get("immutable") or actual_type != spec.target_type) and not same_data:
             self._delete_secret(namespace, spec.target_name)
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("recreate").inc()
             return True, True
-        new_body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        new_body["metadata"]["resourceVersion"] = existing_meta.get("resourceVersion")
         discard(self.core.replace_namespaced_secret(
             spec.target_name, namespace, new_body, _preload_content=False
         ))  # fmt: skip
@@ -548,7 +500,8 @@ class Syncer:
                 "name": spec.target_name,
                 "namespace": namespace,
                 "labels": {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: meta["name"]},
-                "annotations": {**spec.annotations, HMAC_ANNOTATION: wanted_hmac},
+                "annotations": {**spec.annotations, HMAC_ANNOTATION: wanted_hmac,
+                                OWNER_UID_ANNOTATION: meta["uid"]},
             },
             "type": spec.target_type,
             "data": desired,
@@ -561,27 +514,6 @@ class Syncer:
                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
             }]  # fmt: skip
         return body
-
-    def _rollout_restart(
-        self, namespace: str, spec: Spec, now: datetime
-    ) -> list[tuple[str, str, str]]:
-        patch = {
-            "spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: _iso(now)}}}}
-        }
-        events = []
-        for kind, workload in spec.rollout_restart:
-            method = {
-                "Deployment": self.apps.patch_namespaced_deployment,
-                "StatefulSet": self.apps.patch_namespaced_stateful_set,
-                "DaemonSet": self.apps.patch_namespaced_daemon_set,
-            }[kind]
-            try:
-                method(workload, namespace, patch)
-                events.append(("Normal", "RolloutRestarted", f"restarted {kind} {workload}"))
-            except ApiException as exc:
-                events.append(("Warning", "RolloutRestartFailed",
-                               f"could not restart {kind} {workload}: {exc.status} {exc.reason}"))  # fmt: skip
-        return events
 
     # -- deletion ---------------------------------------------------------------------------
 
@@ -609,33 +541,49 @@ class Syncer:
         ))  # fmt: skip
 
     def finalize(self, body: Mapping[str, Any]) -> str:
-        """Apply deletionPolicy; the values stay in the store. Returns what was done."""
+        """Apply deletionPolicy; the values stay in the store. Returns what was done.
+
+        Only a Secret that names this ManagedSecret (its UID, or for Merge the consent
+        annotation) is touched: deleting a ManagedSecret can strip or delete nothing else.
+        """
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        spec = Spec.parse(name, body.get("spec") or {})
-        existing = self._read_secret(namespace, spec.target_name)
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        where = Target.parse(name, body.get("spec") or {})
+        existing = self._read_secret(namespace, where.name)
         done = "nothing to do"
-        if existing is not None and (existing.metadata.labels or {}).get(OWNER_LABEL) == name:
-            if spec.creation_policy == "Merge":
-                managed = set(filter(None, (existing.metadata.annotations or {}).get(
-                    KEYS_ANNOTATION, "").split(",")))  # fmt: skip
-                if spec.deletion_policy == "Delete":
-                    existing.data = {k: v for k, v in (existing.data or {}).items()
-                                     if k not in managed}  # fmt: skip
+        existing_meta: dict[str, Any] = (existing or {}).get("metadata") or {}
+        labels = existing_meta.get("labels") or {}
+        if existing is None:
+            pass
+        elif where.creation_policy == "Merge":
+            if labels.get(OWNER_LABEL) == name and policy.merge_consented(existing_meta, name):
+                annotations = existing_meta.get("annotations") or {}
+                managed = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
+                if where.deletion_policy == "Delete":
+                    existing["data"] = {k: v for k, v in (existing.get("data") or {}).items()
+                                        if k not in managed}  # fmt: skip
                 for label in (MANAGED_BY, OWNER_LABEL):
-                    (existing.metadata.labels or {}).pop(label, None)
+                    labels.pop(label, None)
                 for annotation in (HMAC_ANNOTATION, KEYS_ANNOTATION):
-                    (existing.metadata.annotations or {}).pop(annotation, None)
-                self.core.replace_namespaced_secret(spec.target_name, namespace, existing)
-                done = "merged keys removed" if spec.deletion_policy == "Delete" else "released"
-            elif spec.deletion_policy == "Delete":
-                self._delete_secret(namespace, spec.target_name)
-                done = f"Secret {spec.target_name} deleted"
+                    annotations.pop(annotation, None)
+                discard(self.core.replace_namespaced_secret(where.name, namespace, existing,
+                                                            _preload_content=False))  # fmt: skip
+                done = "merged keys removed" if where.deletion_policy == "Delete" else "released"
             else:
-                patch = {"metadata": {"ownerReferences": None,
-                                      "labels": {MANAGED_BY: None, OWNER_LABEL: None}}}  # fmt: skip
-                self.core.patch_namespaced_secret(spec.target_name, namespace, patch)
-                done = f"Secret {spec.target_name} retained"
+                done = f"Secret {where.name} no longer names this ManagedSecret; left alone"
+        elif not policy.owns(existing_meta, uid):
+            done = f"Secret {where.name} does not belong to this ManagedSecret; left alone"
+        elif where.deletion_policy == "Delete":
+            self._delete_secret(namespace, where.name)
+            done = f"Secret {where.name} deleted"
+        else:
+            patch = {"metadata": {"ownerReferences": None,
+                                  "labels": {MANAGED_BY: None, OWNER_LABEL: None},
+                                  "annotations": {OWNER_UID_ANNOTATION: None,
+                                                  HMAC_ANNOTATION: None}}}  # fmt: skip
+            discard(self.core.patch_namespaced_secret(where.name, namespace, patch,
+                                                      _preload_content=False))  # fmt: skip
+            done = f"Secret {where.name} retained"
         self._audit("operator.finalize", namespace, name, None, done)
         return done
 
@@ -682,7 +630,7 @@ def status_patch(
     new: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
-        "targetName": Spec.parse(body["metadata"]["name"], body.get("spec") or {}).target_name,
+        "targetName": Target.parse(body["metadata"]["name"], body.get("spec") or {}).name,
         "generated": result.generated or status.get("generated") or {},
     }
     if result.version is not None:

@@ -98,7 +98,7 @@ def test_postgres_restart_mid_run(kube: KubeCluster, tmp_path: Path, postgres: P
     op.start()
     try:
         for i in range(30):
-            op.apply(f"p{i}", {"data": [{"key": "pw", "generate": {}}], "refreshInterval": "2s"})
+            op.apply(f"p{i}", {"data": [{"key": "pw", "generate": {}}], "refreshInterval": "10s"})
             if i == 10:
                 postgres.restart()
         eventually(lambda: len(ready_names(op)) == 30, timeout=120, what="all 30 Ready")

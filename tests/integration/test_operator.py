@@ -7,8 +7,7 @@ import json
 import signal
 import time
 import urllib.error
-import uuid
-from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,10 @@ import pytest
 import yaml
 
 from tests.components.kube import KubeCluster
-from tests.components.operator import OperatorProcess, child_env, eventually
-from tests.conftest import MASTER_KEY
+from tests.components.operator import OperatorProcess, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = "CANARY-op-5b1d-never-log-me"
-
-
-@pytest.fixture
-def op(kube: KubeCluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    namespace = f"op-{uuid.uuid4().hex[:8]}"
-    kube.ensure_namespace(namespace)
-    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
-    proc = OperatorProcess(kube, namespace, env, tmp_path / "operator.log")
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def decoded(secret: dict[str, Any] | None) -> dict[str, str]:
@@ -125,13 +110,13 @@ def test_a_spec_change_is_applied_and_a_metadata_edit_writes_nothing(op: Operato
 
 def test_an_idle_refresh_writes_nothing(op: OperatorProcess) -> None:
     op.cli("secret", "set", f"{op.namespace}/quiet", "k=v")
-    op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "1s"})
+    op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "10s"})  # the floor
     ready(op, "quiet")
 
-    time.sleep(2)  # let the first refreshes settle
+    time.sleep(2)  # let the first sync settle
     secret_rv = op.secret("quiet")["metadata"]["resourceVersion"]  # type: ignore[index]
     msec_rv = op.msec("quiet")["metadata"]["resourceVersion"]
-    time.sleep(4)  # several refresh intervals
+    time.sleep(12)  # a refresh interval (jittered by up to 10 %) has passed
     assert op.secret("quiet")["metadata"]["resourceVersion"] == secret_rv  # type: ignore[index]
     assert op.msec("quiet")["metadata"]["resourceVersion"] == msec_rv
 
@@ -190,7 +175,8 @@ def test_import_from_an_existing_secret_once(op: OperatorProcess) -> None:
 
 def test_merge_adds_keys_to_an_existing_secret_and_removes_only_them(op: OperatorProcess) -> None:
     op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
-        "metadata": {"name": "shared"}, "data": {"theirs": base64.b64encode(b"keep").decode()},
+        "metadata": {"name": "shared", "annotations": {"strongroom.io/merge-from": "merged"}},
+        "data": {"theirs": base64.b64encode(b"keep").decode()},
     })  # fmt: skip
     op.cli("secret", "set", f"{op.namespace}/merged", "ours=added")
     op.apply("merged", {"data": [{"key": "ours"}],
@@ -216,22 +202,34 @@ def test_a_foreign_secret_is_not_overwritten(op: OperatorProcess) -> None:
 
 
 def test_rotation_and_rollout_restart(op: OperatorProcess) -> None:
+    """A value generated longer than rotationPeriod ago is rotated, and the workload that reads
+    the Secret restarted. rotationPeriod is at least 1h, so the test makes the last generation
+    two hours old in the status (where the operator keeps it), as an hour's wait would."""
     op.kube.request("POST", f"/apis/apps/v1/namespaces/{op.namespace}/deployments", {
         "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox",
+                                                       "envFrom": [{"secretRef": {
+                                                           "name": "rotating"}}]}]}}},
     })  # fmt: skip
     op.apply("rotating", {
-        "data": [{"key": "pw", "generate": {"length": 16, "rotationPeriod": "3s"}}],
+        "data": [{"key": "pw", "generate": {"length": 16, "rotationPeriod": "1h"}}],
         "rotation": {"keepPrevious": "1s"},
         "rolloutRestart": [{"kind": "Deployment", "name": "web"}],
     })  # fmt: skip
     ready(op, "rotating", 1)
     first = decoded(op.secret("rotating"))["pw"]
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    op.kube.request("PATCH", op.msec_path("rotating") + "/status",
+                    {"status": {"generated": {"pw": two_hours_ago}}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    op.kube.request("PATCH", op.msec_path("rotating"),
+                    {"spec": {"target": {"labels": {"nudge": "1"}}}},
+                    content_type="application/merge-patch+json")  # fmt: skip
     status = ready(op, "rotating", 2)
     assert decoded(op.secret("rotating"))["pw"] != first
-    assert "pw" in status["generated"]
+    assert status["generated"]["pw"] > two_hours_ago
     deployment = op.kube.request("GET", f"/apis/apps/v1/namespaces/{op.namespace}/deployments/web")
     assert "strongroom.io/restartedAt" in deployment["spec"]["template"]["metadata"]["annotations"]
     eventually(lambda: {"Rotated", "RolloutRestarted"} <= op.event_reasons(),
@@ -241,7 +239,8 @@ def test_rotation_and_rollout_restart(op: OperatorProcess) -> None:
         history = op.cli("secret", "history", f"{op.namespace}/rotating")
         return "destroyed" in history
 
-    eventually(previous_destroyed, timeout=20, what="keepPrevious to destroy version 1")
+    # keepPrevious 1s, but nothing is rescheduled sooner than 10 s after a reconcile.
+    eventually(previous_destroyed, timeout=40, what="keepPrevious to destroy version 1")
 
 
 def test_a_restart_generates_nothing_new(op: OperatorProcess) -> None:
@@ -300,7 +299,7 @@ def test_examples_apply_and_sync(op: OperatorProcess) -> None:
 def test_no_value_in_logs_events_or_status(op: OperatorProcess) -> None:
     op.cli("secret", "set", f"{op.namespace}/canary", f"oob={CANARY}")
     op.apply("canary", {"data": [{"key": "oob"}, {"key": "gen", "generate": {"length": 40}}],
-                        "refreshInterval": "1s"})  # fmt: skip
+                        "refreshInterval": "10s"})  # fmt: skip
     ready(op, "canary")
     generated = op.cli("secret", "get", f"{op.namespace}/canary", "gen")
     path = f"/api/v1/namespaces/{op.namespace}/secrets/canary"

@@ -78,7 +78,8 @@ def run(
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
                       actor=actor, store_poll=tuning.store_poll_seconds,
                       workers=tuning.reconcile_workers, api_timeout=tuning.api_timeout_seconds,
-                      lease=lease, lease_seconds=tuning.lease_seconds)  # fmt: skip
+                      lease=lease, lease_seconds=tuning.lease_seconds,
+                      rollout_restart=tuning.rollout_restart)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

@@ -97,6 +97,7 @@ class Tracked:
     data_hmac: str | None = None
     target: str | None = None
     target_type: str = "Opaque"
+    uid: str = ""
     failures: int = 0
     oldest_generated: str | None = None
 
@@ -173,8 +174,10 @@ class Runtime:
         api_timeout: float = 70.0,
         lease: LeaseRef | None = None,
         lease_seconds: float = 15.0,
+        rollout_restart: bool = True,
     ) -> None:
         self.settings = settings
+        self.rollout_restart = rollout_restart
         self.namespaces = tuple(namespaces)
         self.actor = actor
         self.workers = workers
@@ -234,6 +237,7 @@ class Runtime:
         self.syncer = Syncer(
             self.room, k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api),
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
+            rollout_restart=self.rollout_restart,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip
@@ -442,6 +446,7 @@ class Runtime:
             spec = body.get("spec") or {}
             tracked.target = (spec.get("target") or {}).get("name") or name
             tracked.target_type = (spec.get("target") or {}).get("type") or "Opaque"
+            tracked.uid = body["metadata"].get("uid", "")
         else:
             self.syncer.audit_failure(namespace, name, result)
         patch = status_patch(body, result)
@@ -457,7 +462,9 @@ class Runtime:
         except (ApiException, Urllib3Error) as exc:
             log.warning("could not update status of %s/%s: %s", namespace, name,
                         getattr(exc, "status", type(exc).__name__))  # fmt: skip
-        if result.retry or (not result.ready and result.next_refresh is None):
+        if result.permanent:
+            pass  # a new generation of the spec brings the next reconcile
+        elif result.retry or (not result.ready and result.next_refresh is None):
             self._schedule_from_thread(key, self._backoff(key))
         elif result.next_refresh is not None:
             delay = (result.next_refresh - datetime.now(UTC)).total_seconds()
@@ -574,7 +581,9 @@ class Runtime:
             return
         key_bytes = self.syncer.hmac_key_if_loaded() if self.syncer is not None else None
         if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
-            actual = data_hmac(key_bytes, secret.get("type") or "Opaque", secret.get("data") or {})
+            actual = data_hmac(key_bytes, namespace=key[0], name=key[1], uid=tracked.uid,
+                               secret_type=secret.get("type") or "Opaque",
+                               data=secret.get("data") or {})  # fmt: skip
             if actual == tracked.data_hmac and (
                 (meta.get("annotations") or {}).get(HMAC_ANNOTATION) == tracked.data_hmac
             ):

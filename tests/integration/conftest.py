@@ -1,0 +1,26 @@
+"""Fixtures the operator's integration tests share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.components.kube import KubeCluster
+from tests.components.operator import OperatorProcess, child_env
+from tests.conftest import MASTER_KEY
+
+
+@pytest.fixture
+def op(kube: KubeCluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    namespace = f"op-{uuid.uuid4().hex[:8]}"
+    kube.ensure_namespace(namespace)
+    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
+    proc = OperatorProcess(kube, namespace, env, tmp_path / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
