@@ -97,8 +97,10 @@ def reserved(key: str) -> bool:
     return any(prefix == domain or prefix.endswith("." + domain) for domain in RESERVED_DOMAINS)
 
 
-def check_metadata_keys(field: str, keys: Iterable[str]) -> None:
-    refused = sorted(key for key in keys if reserved(key))
+def check_metadata_keys(field: str, keys: Iterable[str], *, labels: bool = False) -> None:
+    """Refuse reserved keys; Kubernetes' recommended ``app.kubernetes.io/`` labels excepted."""
+    refused = sorted(key for key in keys
+                     if reserved(key) and not (labels and key.startswith("app.kubernetes.io/")))
     if refused:
         raise SpecRefusedError(f"{field} may not use the reserved prefixes kubernetes.io/, k8s.io/ "
                           f"or strongroom.io/: {', '.join(refused)[:120]}")  # fmt: skip

@@ -56,14 +56,14 @@ def _choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _string_map(field: str, value: object) -> dict[str, str]:
+def _string_map(field: str, value: object, *, labels: bool = False) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise policy.SpecRefusedError(f"{field} must map strings to strings")
-    policy.check_metadata_keys(field, value)
+    policy.check_metadata_keys(field, value, labels=labels)
     return dict(value)
 
 
@@ -122,7 +122,7 @@ class Spec:
         return cls(
             target_name=where.name,
             target_type=target_type,
-            labels=_string_map("target.labels", target.get("labels")),
+            labels=_string_map("target.labels", target.get("labels"), labels=True),
             annotations=_string_map("target.annotations", target.get("annotations")),
             immutable=bool(target.get("immutable", False)),
             creation_policy=_choice("target.creationPolicy", where.creation_policy,

@@ -1,5 +1,10 @@
 """A real kube-apiserver backed by a real etcd, envtest style, on free loopback ports.
 
+The apiserver keeps an audit log (``audit.log`` in its root) of every request made by a
+ServiceAccount, at the Metadata level: which verb on which resource, never a body. The
+least-privilege test reads it to compare what the operator's identity did with what the chart
+grants it.
+
 Authentication: a static admin token (group system:masters) and ServiceAccount tokens issued
 through the TokenRequest API; authorization: RBAC only, so what a Role grants is exactly what
 an identity can do. A kube-controller-manager runs only its garbage collector, so
@@ -10,6 +15,7 @@ kubelet: objects are stored and watched, pods never run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 import ssl
@@ -30,6 +36,24 @@ from tests.components.base import find_binary, free_port, missing, stop, wait_un
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+ADMISSION_KINDS = {
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+}
+AUTHOR_POLICY = "strongroom-managedsecret-authors"
+
+# ServiceAccounts' requests at the Metadata level (verb, resource, name; no bodies), once each
+# when the response is complete; nobody else's (the admin's setup would only add noise).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 @dataclasses.dataclass
@@ -55,6 +79,23 @@ class KubeCluster:
     @property
     def ca_file(self) -> Path:
         return self.root / "certs" / "apiserver.crt"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.log"
+
+    def audit_events(self, username: str) -> list[dict[str, Any]]:
+        """Every audited request made by ``username`` so far (ResponseComplete stage only)."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("user", {}).get("username") == username:
+                events.append(event)
+        return events
 
     @property
     def kubeconfig(self) -> Path:
@@ -84,6 +125,7 @@ class KubeCluster:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+        (self.root / "audit-policy.yaml").write_text(AUDIT_POLICY)
         (self.root / "tokens.csv").write_text(
             f'{self.admin_token},admin,admin-uid,"system:masters"\n'
         )
@@ -153,6 +195,10 @@ class KubeCluster:
                 "--allow-privileged=true",
                 "--disable-admission-plugins", "ServiceAccount",
                 "--enable-priority-and-fairness=false",
+                "--audit-policy-file", str(self.root / "audit-policy.yaml"),
+                "--audit-log-path", str(self.audit_log),
+                "--audit-log-format", "json",
+                "--audit-log-mode", "blocking",
                 "--v", "0",
             ],
             stdout=log.open("ab"), stderr=subprocess.STDOUT,
@@ -279,33 +325,88 @@ class KubeCluster:
         )
 
     def apply_crds(self) -> list[str]:
-        """Apply every CRD in crds/ and wait until each is Established."""
-        names = []
-        for path in sorted(CRDS.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if not doc or doc.get("kind") != "CustomResourceDefinition":
-                    continue
-                name = doc["metadata"]["name"]
-                try:
-                    self.request(
-                        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc
-                    )
-                except urllib.error.HTTPError as exc:
-                    if exc.code != 409:
-                        raise
-                    current = self.request(
-                        "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-                    )
-                    doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                    self.request(
-                        "PUT",
-                        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
-                        doc,
-                    )
-                names.append(name)
+        """Apply every CRD in crds/ and wait until each is Established; then the
+        ValidatingAdmissionPolicies and their bindings found there, and wait until they deny."""
+        docs = [
+            doc
+            for path in sorted(CRDS.glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text())
+            if doc
+        ]
+        names: list[str] = []
+        for doc in docs:
+            if doc.get("kind") == "CustomResourceDefinition":
+                self.create_or_replace("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                       doc)  # fmt: skip
+                names.append(doc["metadata"]["name"])
         for name in names:
-            wait_until(lambda n=name: self._established(n), timeout=30, what=f"CRD {name}")
+            wait_until(functools.partial(self._established, name), timeout=30, what=f"CRD {name}")
+        policies: list[str] = []
+        for kind, plural in ADMISSION_KINDS.items():  # every policy before any binding
+            for doc in docs:
+                if doc.get("kind") == kind:
+                    self.create_or_replace(f"{ADMISSION}/{plural}", doc)
+                    policies.append(doc["metadata"]["name"])
+        if AUTHOR_POLICY in policies:
+            self.wait_for_author_policy()
         return names
+
+    def create_or_replace(self, collection: str, doc: dict[str, Any]) -> Any:
+        """POST ``doc`` to ``collection``; PUT it over the existing object of its name if any."""
+        try:
+            return self.request("POST", collection, doc)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+        path = f"{collection}/{doc['metadata']['name']}"
+        version = self.request("GET", path)["metadata"]["resourceVersion"]
+        replacement = {**doc, "metadata": {**doc["metadata"], "resourceVersion": version}}
+        return self.request("PUT", path, replacement)
+
+    def wait_for_author_policy(self) -> None:
+        """Wait until the author policy (crds/admission-policy.yaml) refuses what it must.
+
+        A policy and its binding reach the admission plugin through informers, a moment after
+        they are stored: until then a request passes unchecked. The probe is a dry-run
+        ``creationPolicy: Merge`` by a ServiceAccount that may create ManagedSecrets and nothing
+        else; it is refused by RBAC first (until the Role is in effect), then passes (until the
+        policy is), then is refused by the policy.
+        """
+        ns = "strongroom-policy-probe"
+        self.ensure_namespace(ns)
+        self.grant(ns, "probe", [{"apiGroups": ["strongroom.io"], "resources": ["managedsecrets"],
+                                  "verbs": ["create"]}])  # fmt: skip
+        token = self.service_account_token(ns, "probe")
+        body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+                "metadata": {"generateName": "probe-"},
+                "spec": {"target": {"name": "probe", "creationPolicy": "Merge"}}}  # fmt: skip
+        path = f"/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets?dryRun=All"
+
+        def refused_by_policy() -> bool:
+            try:
+                self.request("POST", path, body, token=token)
+            except urllib.error.HTTPError as exc:
+                return AUTHOR_POLICY in exc.read().decode(errors="replace")
+            return False
+
+        wait_until(refused_by_policy, timeout=60, what="ValidatingAdmissionPolicy in effect")
+
+    def grant(self, namespace: str, name: str, rules: list[dict[str, Any]]) -> None:
+        """Give ServiceAccount ``namespace/name`` (created if absent) exactly ``rules`` there,
+        through a Role and RoleBinding of the same name (replaced if they exist)."""
+        try:
+            self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                         {"metadata": {"name": name}})  # fmt: skip
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        self.create_or_replace(f"{rbac}/roles", {"metadata": {"name": name}, "rules": rules})
+        self.create_or_replace(f"{rbac}/rolebindings", {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        })  # fmt: skip
 
     def _established(self, name: str) -> bool:
         crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
