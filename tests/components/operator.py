@@ -27,12 +27,16 @@ class OperatorProcess:
     kubeconfig: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ()
+    # Watch every namespace (as the chart's default Deployment does); ``namespace`` then only
+    # says where the API shortcuts below look.
+    all_namespaces: bool = False
 
     def start(self) -> None:
         env = {**self.env, "KUBECONFIG": str(self.kubeconfig or self.kube.kubeconfig)}
         handle = self.log_path.open("ab")
+        scope = ("--all-namespaces",) if self.all_namespaces else ("--namespace", self.namespace)
         self.proc = subprocess.Popen(
-            [STRONGROOM, "run", "--namespace", self.namespace, "--verbose", *self.args],
+            [STRONGROOM, "run", *scope, "--verbose", *self.args],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import filecmp
+import json
 import shutil
 import subprocess
 import sys
@@ -13,14 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from tests.components.chart import (
+    CHART,
+    fence_of,
+    install_identity,
+    of_kind,
+    render,
+    run_helm,
+)
 from tests.components.kube import KubeCluster
 from tests.components.operator import OperatorProcess, child_env, eventually
 from tests.conftest import MASTER_KEY
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "strongroom"
 
 VALUE_SETS = {
     "defaults": [],
@@ -33,6 +40,10 @@ VALUE_SETS = {
                        "--set", "keyring.vault.transitKey=strongroom", "--set", "keyring.vault.kubernetesRole=sr"],
     "observability": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
                       "--set", "networkPolicy.egressCIDRs={10.0.0.0/8}"],
+    "no-restarts": ["--set", "rolloutRestart.enabled=false"],
+    "fence-excluded": ["--set", "fence.excludedNamespaces={kube-public,legacy-apps}",
+                       "--set", "fence.excludeReleaseNamespace=false"],
+    "no-fence": ["--set", "fence.enabled=false"],
 }  # fmt: skip
 
 SERVICE_MONITOR_CRD = {
@@ -43,17 +54,6 @@ SERVICE_MONITOR_CRD = {
              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
                  "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
 }  # fmt: skip
-
-
-def run_helm(helm_bin: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [helm_bin, *args], capture_output=True, text=True, check=check, timeout=120
-    )
-
-
-def render(helm_bin: str, *args: str, namespace: str = "strongroom") -> list[dict[str, Any]]:
-    out = run_helm(helm_bin, "template", "sr", str(CHART), "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def test_the_dockerfile_is_hadolint_clean() -> None:
@@ -80,10 +80,14 @@ def test_the_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
 
 
 def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
-    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    """The CRDs in the chart's crds/ (installed once by Helm); the author admission policy as a
+    template (Helm upgrades templates, never crds/, and lints only CRDs there)."""
+    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml") if p.name != "admission-policy.yaml")
     assert top == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     for name in top:
         assert filecmp.cmp(REPO / "crds" / name, CHART / "crds" / name, shallow=False), name
+    assert filecmp.cmp(REPO / "crds" / "admission-policy.yaml",
+                       CHART / "templates" / "admission-policy.yaml", shallow=False)  # fmt: skip
 
 
 def test_helm_lint(helm: str) -> None:
@@ -101,11 +105,27 @@ def test_helm_lint(helm: str) -> None:
         pytest.param(["--set", "replicaCount=3"], "SQLite allows one writer", id="ha-on-sqlite"),
         pytest.param(["--set", "keyring.provider=awskms"], "keyId", id="kms-without-key"),
         pytest.param(["--set", "watchNamespaces={Bad_NS}"], "watchNamespaces", id="bad-namespace"),
+        pytest.param(
+            ["--set", "watchNamespaces={kube-system}"],
+            "fence keeps the operator out",
+            id="watching-a-fenced-namespace",
+        ),
+        pytest.param(
+            ["--set", "watchNamespaces={strongroom}"],
+            "fence keeps the operator out",
+            id="watching-the-release-namespace",
+        ),
+        pytest.param(
+            ["--set", "fence.excludedNamespaces={Bad_NS}"],
+            "excludedNamespaces",
+            id="bad-excluded-namespace",
+        ),
+        pytest.param(["--set", "rolloutRestart.enabled=yes"], "rolloutRestart", id="not-a-boolean"),
     ],
 )
 def test_bad_values_are_refused(helm: str, args: list[str], needle: str) -> None:
-    result = subprocess.run([helm, "template", "sr", str(CHART), *args], capture_output=True,
-                            text=True, check=False)  # fmt: skip
+    result = subprocess.run([helm, "template", "sr", str(CHART), "--namespace", "strongroom", *args],
+                            capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode != 0
     assert needle in result.stderr
 
@@ -127,15 +147,114 @@ def test_rbac_has_no_wildcards_and_pods_are_locked_down(helm: str) -> None:
             "capabilities": {"drop": ["ALL"]},
         }  # fmt: skip
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    namespaced = render(helm, *VALUE_SETS["namespaced"])
-    kinds = [d["kind"] for d in namespaced]
-    assert kinds.count("Role") == 2 and "ClusterRole" in kinds  # discovery only
-    cluster_role = next(d for d in namespaced if d["kind"] == "ClusterRole")
-    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
-        "customresourcedefinitions", "namespaces"}  # fmt: skip
     irsa = render(helm, *VALUE_SETS["awskms-irsa"])
     sa = next(d for d in irsa if d["kind"] == "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/sr")
+
+
+# What the chart grants in each watched namespace (cluster-wide: everywhere); every verb is
+# one the operator sends (test_least_privilege.py measures it). Pinned here so that a grant
+# cannot widen unnoticed.
+OPERATOR_RULES = {
+    ("strongroom.io", "managedsecrets"): {"get", "list", "watch", "patch"},
+    ("strongroom.io", "managedsecrets/status"): {"update", "patch"},
+    ("strongroom.io", "managedsecrets/finalizers"): {"update"},
+    ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+    ("", "events"): {"create"},
+}
+WORKLOAD_RULES = {("apps", kind): {"get", "patch"}
+                  for kind in ("deployments", "statefulsets", "daemonsets")}  # fmt: skip
+
+
+def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def roles(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[tuple[str, str], set[str]]]:
+    return {d["metadata"].get("namespace", "") + "/" + d["metadata"]["name"]: rules(d)
+            for d in of_kind(docs, kind)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "cluster_roles", "namespaced_roles", "restart"),
+    [
+        pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {}, "true",
+                     id="cluster-wide"),
+        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, {}, "false",
+                     id="cluster-wide-without-restarts"),
+        pytest.param("namespaced", {},
+                     {"deploy-a/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
+                      "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, "true",
+                     id="namespaced"),
+        pytest.param("postgres-ha", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
+                     {"strongroom/sr-strongroom-leader": {
+                         ("coordination.k8s.io", "leases"): {"get", "update", "create"}}}, "true",
+                     id="leader-elected"),
+    ],
+)  # fmt: skip
+def test_rbac_grants_what_each_mode_says_and_nothing_else(
+    helm: str, values: str, cluster_roles: dict[str, Any], namespaced_roles: dict[str, Any],
+    restart: str,
+) -> None:  # fmt: skip
+    docs = render(helm, *VALUE_SETS[values])
+    assert roles(docs, "ClusterRole") == cluster_roles
+    assert roles(docs, "Role") == namespaced_roles
+    bound = {(d["kind"], d["roleRef"]["name"], d["subjects"][0]["name"])
+             for d in of_kind(docs, "RoleBinding", "ClusterRoleBinding")}  # fmt: skip
+    assert {name for _, name, _ in bound} == {k.split("/")[1] for k in
+                                              {**cluster_roles, **namespaced_roles}}  # fmt: skip
+    assert {sa for _, _, sa in bound} == {"sr-strongroom"}
+    if values == "postgres-ha":  # the Lease: get and update of the release's own only
+        leader = of_kind(docs, "Role")[0]["rules"]
+        assert [r.get("resourceNames") for r in leader] == [["sr-strongroom"], None]
+        assert leader[1]["verbs"] == ["create"]
+    container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STRONGROOM_ROLLOUT_RESTART"] == restart
+
+
+def fence_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    fence = fence_of(docs)
+    policy = of_kind(fence, "ValidatingAdmissionPolicy")
+    binding = of_kind(fence, "ValidatingAdmissionPolicyBinding")
+    assert len(policy) == len(binding) == 1
+    assert binding[0]["spec"] == {
+        "policyName": policy[0]["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    return dict(policy[0]["spec"])
+
+
+def test_the_fence_is_on_by_default_around_the_operators_identity_only(helm: str) -> None:
+    spec = fence_spec(render(helm))
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [{
+        "apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"],
+        "operations": ["CREATE", "UPDATE", "DELETE"]}]  # fmt: skip
+    assert [c["expression"] for c in spec["matchConditions"]] == [
+        'request.userInfo.username == "system:serviceaccount:strongroom:sr-strongroom"'
+    ]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert json.loads(variables["excluded"]) == [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "strongroom",
+    ]
+    assert not any("watchNamespaces" in v.get("messageExpression", "")
+                   for v in spec["validations"])  # fmt: skip
+    namespaced = fence_spec(render(helm, *VALUE_SETS["namespaced"]))
+    assert 'request.namespace in ["deploy-a","deploy-b"]' in [
+        v["expression"] for v in namespaced["validations"]]  # fmt: skip
+    excluded = fence_spec(render(helm, *VALUE_SETS["fence-excluded"]))
+    variables = {v["name"]: v["expression"] for v in excluded["variables"]}
+    assert json.loads(variables["excluded"]) == ["kube-system", "kube-public", "legacy-apps"]
+    assert not fence_of(render(helm, *VALUE_SETS["no-fence"]))
 
 
 def test_every_rendered_set_passes_server_side_dry_run(helm: str, kube: KubeCluster) -> None:
@@ -169,16 +288,7 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
     assert len(lease) == (1 if replicas > 1 else 0)
     # The pod would get POD_NAMESPACE from the downward API; here the namespace is explicit.
     elect = ("--leader-elect", f"{home}/{lease[0]}") if lease else ()
-    rbac = [d for d in docs if d["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                                              "ClusterRoleBinding"}]  # fmt: skip
-    for doc in rbac:
-        if doc["kind"].startswith("Cluster"):
-            doc["metadata"]["name"] += f"-{home}"
-            if "roleRef" in doc:
-                doc["roleRef"]["name"] += f"-{home}"
-    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
-    sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    token = kube.service_account_token(home, sa, create=False)
+    token = install_identity(kube, docs).token
     kubeconfig = kube.write_kubeconfig(tmp_path / "sa.kubeconfig", token=token, user="operator")
 
     # The chart's identity cannot read Secrets where it does not watch.
