@@ -52,6 +52,10 @@ MIN_ROTATION_PERIOD = timedelta(hours=1)
 MIN_KEEP_PREVIOUS = timedelta(0)
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer is a typo, not a policy
 MAX_DURATION_LENGTH = 32
+# A Secret's data is at most 1 MiB; a store entry past this many keys is refused new ones (a
+# tenant renaming generated keys over and over would otherwise grow the shared store forever).
+MAX_SECRET_BYTES = 1024 * 1024
+MAX_KEYS = 256
 # Nothing is scheduled sooner than this after a reconcile, whatever the spec asks.
 MIN_RESCHEDULE = MIN_REFRESH_INTERVAL
 
@@ -81,6 +85,13 @@ def _short(delta: timedelta) -> str:
     if seconds and seconds % 3600 == 0:
         return f"{seconds // 3600}h"
     return f"{seconds}s"
+
+
+def check_key_count(count: int, name: str) -> None:
+    """A store entry may not grow past :data:`MAX_KEYS` keys through the operator."""
+    if count > MAX_KEYS:
+        raise SpecRefusedError(f"{name} would hold {count} keys in the store; at most {MAX_KEYS} "
+                               "(remove keys with strongroom secret set NS/NAME --unset KEY)")  # fmt: skip
 
 
 def check_target_type(secret_type: str) -> None:

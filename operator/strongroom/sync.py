@@ -61,6 +61,8 @@ KEYS_ANNOTATION = "strongroom.io/managed-keys"
 FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
+# What the apiserver answers to a Secret it will never accept as sent (invalid, too large).
+REFUSED_WRITES = frozenset({400, 413, 422})
 
 _CHARSETS = {
     "alphanumeric": string.ascii_letters + string.digits,
@@ -74,7 +76,7 @@ class Reason:
     """CamelCase condition reasons, in one place (ESO's habit)."""
 
     SYNCED = "Synced"
-    UNCHANGED = "Unchanged"
+    UNCHANGED = "Unchanged"  # a metrics label only: a pass that found nothing to write
     MISSING_VALUES = "MissingValues"
     SOURCE_NOT_FOUND = "SourceNotFound"
     SOURCE_INVALID = "SourceInvalid"
@@ -86,6 +88,8 @@ class Reason:
     KUBERNETES_ERROR = "KubernetesAPIError"
     CREATED_ONCE = "CreatedOnce"
     INVALID_SPEC = "InvalidSpec"
+    SECRET_REFUSED = "SecretRefused"  # noqa: S105 - a reason, not a password
+    TOO_LARGE = "TooLarge"
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
 
 
@@ -225,7 +229,13 @@ class Syncer:
             return Result(False, Reason.STORE_UNAVAILABLE, clip(str(exc)), retry=True)
         except StrongroomError as exc:
             return Result(False, Reason.STORE_REJECTED, clip(str(exc)), retry=True)
+        except policy.SpecRefusedError as exc:  # found out only once the store was read
+            return Result(False, Reason.INVALID_SPEC, clip(str(exc)), permanent=True)
         except ApiException as exc:
+            if exc.status in REFUSED_WRITES:  # retrying the same write gets the same answer
+                return Result(False, Reason.SECRET_REFUSED,
+                              f"the apiserver refused the Secret ({exc.status} {exc.reason}); "
+                              "change the spec or the stored keys", permanent=True)  # fmt: skip
             return Result(False, Reason.KUBERNETES_ERROR,
                           f"Kubernetes API answered {exc.status} {exc.reason}", retry=True)  # fmt: skip
         except Urllib3Error as exc:  # refused, reset, or no answer within the API timeout
@@ -268,6 +278,7 @@ class Syncer:
                         rotated.append(item.key)
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
+            policy.check_key_count(len({*current, *fresh}), name)
             return fresh
 
         found = self.room.resolve(namespace, name, produce, actor=self.actor)
@@ -322,6 +333,11 @@ class Syncer:
             key: base64.b64encode(values.render(value).encode("utf-8")).decode()
             for key, value in stored.items()
         }
+        size = sum(len(k) + len(v) for k, v in desired.items())
+        if size > policy.MAX_SECRET_BYTES:
+            return Result(False, Reason.TOO_LARGE,
+                          f"the stored keys come to {size} bytes in base64; a Secret holds at "
+                          f"most {policy.MAX_SECRET_BYTES}", permanent=True)  # fmt: skip
         wanted_hmac = self._hmac(body, spec.target_type, desired)
 
         # 2. Make the Secret match (a finalizer first when deletion will need us).
@@ -336,6 +352,14 @@ class Syncer:
                            f"Secret {spec.target_name} now holds version {version}"))  # fmt: skip
             self._audit("operator.sync", namespace, name, version,
                         f"Secret {spec.target_name} written")  # fmt: skip
+        previous_target = status.get("targetName")
+        if previous_target and previous_target != spec.target_name:
+            # target.name changed: the Secret written before is not left behind with the values.
+            done = self.let_go(namespace, name, body["metadata"].get("uid", ""), previous_target,
+                               spec.deletion_policy)  # fmt: skip
+            events.append(("Normal", "TargetMoved",
+                           f"target moved from {previous_target} to {spec.target_name}: {done}"))  # fmt: skip
+            self._audit("operator.sync", namespace, name, version, f"target moved: {done}")
         if data_changed and spec.rollout_restart:
             events.extend(rollout_restart(self.apps, namespace, spec.target_name,
                                           spec.rollout_restart, now,
@@ -344,7 +368,9 @@ class Syncer:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
 
         return Result(
-            True, Reason.SYNCED if wrote else Reason.UNCHANGED,
+            # Synced whether or not this pass wrote: a no-op refresh changes no condition, so the
+            # reason and lastTransitionTime keep saying when the Secret last changed.
+            True, Reason.SYNCED,
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
             next_refresh=self._next_refresh(spec, generated, now, previous=version > 1),
@@ -436,8 +462,11 @@ class Syncer:
             actual_view = {k: actual_data[k] for k in desired if k in actual_data}
             previous_keys = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
             stale = previous_keys - set(desired)
+            # Keys this ManagedSecret added, the only ones its deletion strips: a key the Secret
+            # had before the first merge is overwritten (it consented) but never removed.
+            added = (previous_keys & set(desired)) | (set(desired) - set(actual_data))
         else:
-            actual_view, stale = actual_data, set()
+            actual_view, stale, added = actual_data, set(), set()
         actual_type = existing.get("type") if existing is not None else None
         actual_hmac = self._hmac(body, actual_type or spec.target_type, actual_view)
         same_data = (
@@ -450,7 +479,7 @@ class Syncer:
         want_labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: name}
         want_annotations = {**spec.annotations, HMAC_ANNOTATION: wanted_hmac}
         if merge:
-            want_annotations[KEYS_ANNOTATION] = ",".join(sorted(desired))
+            want_annotations[KEYS_ANNOTATION] = ",".join(sorted(added))
         else:
             want_annotations[OWNER_UID_ANNOTATION] = uid
         meta_ok = all(labels.get(k) == v for k, v in want_labels.items()) and all(
@@ -541,51 +570,56 @@ class Syncer:
         ))  # fmt: skip
 
     def finalize(self, body: Mapping[str, Any]) -> str:
-        """Apply deletionPolicy; the values stay in the store. Returns what was done.
-
-        Only a Secret that names this ManagedSecret (its UID, or for Merge the consent
-        annotation) is touched: deleting a ManagedSecret can strip or delete nothing else.
-        """
+        """Apply deletionPolicy; the values stay in the store. Returns what was done."""
         meta = body["metadata"]
-        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        namespace, name = meta["namespace"], meta["name"]
         where = Target.parse(name, body.get("spec") or {})
-        existing = self._read_secret(namespace, where.name)
-        done = "nothing to do"
-        existing_meta: dict[str, Any] = (existing or {}).get("metadata") or {}
-        labels = existing_meta.get("labels") or {}
+        done = self.let_go(namespace, name, meta.get("uid", ""), where.name, where.deletion_policy)
+        self._audit("operator.finalize", namespace, name, None, done)
+        return done
+
+    def let_go(self, namespace: str, name: str, uid: str, secret_name: str,
+               deletion_policy: str) -> str:  # fmt: skip
+        """Apply ``deletion_policy`` to a Secret this ManagedSecret wrote; what was done.
+
+        What the Secret says decides, not the spec (which may have changed since it was
+        written): a Secret naming this ManagedSecret's UID is deleted or released; one that
+        consented to its Merge loses the keys it added (never those that were there before)
+        and the consent, which was given to this ManagedSecret's lifetime, not to its name
+        forever. Any other Secret is left alone.
+        """
+        existing = self._read_secret(namespace, secret_name)
         if existing is None:
-            pass
-        elif where.creation_policy == "Merge":
-            if labels.get(OWNER_LABEL) == name and policy.merge_consented(existing_meta, name):
-                annotations = existing_meta.get("annotations") or {}
-                managed = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
-                if where.deletion_policy == "Delete":
-                    existing["data"] = {k: v for k, v in (existing.get("data") or {}).items()
-                                        if k not in managed}  # fmt: skip
-                for label in (MANAGED_BY, OWNER_LABEL):
-                    labels.pop(label, None)
-                for annotation in (HMAC_ANNOTATION, KEYS_ANNOTATION):
-                    annotations.pop(annotation, None)
-                discard(self.core.replace_namespaced_secret(where.name, namespace, existing,
-                                                            _preload_content=False))  # fmt: skip
-                done = "merged keys removed" if where.deletion_policy == "Delete" else "released"
-            else:
-                done = f"Secret {where.name} no longer names this ManagedSecret; left alone"
-        elif not policy.owns(existing_meta, uid):
-            done = f"Secret {where.name} does not belong to this ManagedSecret; left alone"
-        elif where.deletion_policy == "Delete":
-            self._delete_secret(namespace, where.name)
-            done = f"Secret {where.name} deleted"
-        else:
+            return "nothing to do"
+        meta: dict[str, Any] = existing.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        if policy.owns(meta, uid):
+            if deletion_policy == "Delete":
+                self._delete_secret(namespace, secret_name)
+                return f"Secret {secret_name} deleted"
             patch = {"metadata": {"ownerReferences": None,
                                   "labels": {MANAGED_BY: None, OWNER_LABEL: None},
                                   "annotations": {OWNER_UID_ANNOTATION: None,
                                                   HMAC_ANNOTATION: None}}}  # fmt: skip
-            discard(self.core.patch_namespaced_secret(where.name, namespace, patch,
+            discard(self.core.patch_namespaced_secret(secret_name, namespace, patch,
                                                       _preload_content=False))  # fmt: skip
-            done = f"Secret {where.name} retained"
-        self._audit("operator.finalize", namespace, name, None, done)
-        return done
+            return f"Secret {secret_name} retained"
+        if labels.get(OWNER_LABEL) == name and policy.merge_consented(meta, name):
+            added = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
+            if deletion_policy == "Delete":
+                existing["data"] = {k: v for k, v in (existing.get("data") or {}).items()
+                                    if k not in added}  # fmt: skip
+            for label in (MANAGED_BY, OWNER_LABEL):
+                labels.pop(label, None)
+            for annotation in (HMAC_ANNOTATION, KEYS_ANNOTATION,
+                               policy.MERGE_CONSENT_ANNOTATION):  # fmt: skip
+                annotations.pop(annotation, None)
+            discard(self.core.replace_namespaced_secret(secret_name, namespace, existing,
+                                                        _preload_content=False))  # fmt: skip
+            return (f"keys merged into Secret {secret_name} removed" if deletion_policy == "Delete"
+                    else f"Secret {secret_name} released")  # fmt: skip
+        return f"Secret {secret_name} does not belong to this ManagedSecret; left alone"
 
     def _audit(self, action: str, namespace: str, name: str, version: int | None,
                detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip
@@ -615,6 +649,7 @@ def status_patch(
     now = now or _now()
     status = body.get("status") or {}
     generation = body["metadata"].get("generation")
+    target = Target.parse(body["metadata"]["name"], body.get("spec") or {}).name
     old = {c.get("type"): c for c in status.get("conditions") or []}
     conditions = []
     for ctype, ok in (("Ready", result.ready), ("Synced", result.ready)):
@@ -630,7 +665,10 @@ def status_patch(
     new: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
-        "targetName": Target.parse(body["metadata"]["name"], body.get("spec") or {}).name,
+        # The Secret last written: it moves only once the new target holds the values, so a
+        # failed move still knows which Secret to let go of.
+        "targetName": target if result.ready or not status.get("targetName")
+        else status["targetName"],
         "generated": result.generated or status.get("generated") or {},
     }
     if result.version is not None:

@@ -28,8 +28,11 @@ MSECS = "/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets"
 POLICY = "strongroom-managedsecret-authors"
 
 # What every author needs to write ManagedSecrets at all.
-AUTHOR = {"apiGroups": ["strongroom.io"], "resources": ["managedsecrets"],
-          "verbs": ["get", "create", "update", "patch"]}  # fmt: skip
+MSEC_RIGHTS = {"apiGroups": ["strongroom.io"], "resources": ["managedsecrets"],
+               "verbs": ["get", "create", "update", "patch"]}  # fmt: skip
+# ... and to have the operator create their Secret (creationPolicy Owner, the default).
+CREATE_SECRETS = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+AUTHOR = [MSEC_RIGHTS, CREATE_SECRETS]
 
 
 def secrets(verb: str, *names: str) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def ns(kube: KubeCluster) -> str:
 def author(kube: KubeCluster, ns: str, *rules: dict[str, Any]) -> str:
     """A token for a new ServiceAccount holding ``AUTHOR`` plus exactly ``rules`` in ``ns``."""
     name = f"author-{uuid.uuid4().hex[:6]}"
-    kube.grant(ns, name, [AUTHOR, *rules])
+    kube.grant(ns, name, [*(r for r in AUTHOR if r not in rules), *rules])
     token = kube.service_account_token(ns, name)
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
               "spec": {"resourceAttributes": {"namespace": ns, "verb": "create",
@@ -124,7 +127,7 @@ SIX_WORKLOADS = (("Deployment", "web"), ("Deployment", "worker"), ("StatefulSet"
                  ("DaemonSet", "logs"))  # fmt: skip
 
 ALLOWED = [
-    pytest.param([], {"data": [{"key": "pw", "generate": {}}]}, id="owned-secret-needs-nothing"),
+    pytest.param([], {"data": [{"key": "pw", "generate": {}}]}, id="owned-secret-needs-create"),
     pytest.param([secrets("update", "app-tls")], MERGE, id="merge-with-update-on-target"),
     pytest.param([secrets("update", "msec")], {"target": {"creationPolicy": "Merge"}},
                  id="merge-target-defaults-to-own-name"),
@@ -231,6 +234,40 @@ def test_an_update_that_adds_an_unreadable_source_is_refused(kube: KubeCluster, 
     assert_refused_by_policy(refused, f"fromSecret needs get on secrets/private in namespace {ns}")
     # A merge patch, as kubectl apply and edit do it.
     assert patch(kube, ns, "msec", {"spec": {"data": sources("readable")}}, token=token)[0] == 200
+
+
+def test_an_author_who_may_not_create_secrets_cannot_have_one_created(
+    kube: KubeCluster, ns: str
+) -> None:
+    name = f"author-{uuid.uuid4().hex[:6]}"
+    kube.grant(ns, name, [MSEC_RIGHTS, secrets("create", "allowed-name")])
+    token = kube.service_account_token(ns, name)
+    spec = {"target": {"name": "web-extra"}, "data": [{"key": "pw", "generate": {}}]}
+    wait_until(lambda: create(kube, ns, spec, token=token)[0] == 403, timeout=30,
+               what="the Role in effect")  # fmt: skip
+    assert_refused_by_policy(create(kube, ns, spec, token=token), "creationPolicy Owner or "
+                             f"Orphan needs create on secrets/web-extra in namespace {ns}")  # fmt: skip
+    allowed = {"target": {"name": "allowed-name", "creationPolicy": "Orphan"},
+               "data": [{"key": "pw", "generate": {}}]}  # fmt: skip
+    assert create(kube, ns, allowed, name="other", token=token) == (200, "", "")
+
+
+def test_moving_the_target_needs_get_on_the_secret_the_values_were_in(
+    kube: KubeCluster, ns: str
+) -> None:
+    """Re-targeting an admin's ManagedSecret to a Secret the editor can read would hand them
+    its values: the editor must already be able to read where they were."""
+    assert create(kube, ns, {"data": [{"key": "password", "generate": {}}]}, name="db") == (
+        200, "", "")  # fmt: skip
+    editor = author(kube, ns, secrets("get", "mine"))
+    moved = {"spec": {"target": {"name": "mine"}}}
+    assert_refused_by_policy(patch(kube, ns, "db", moved, token=editor),
+                             f"moving target.name from db needs get on secrets/db in namespace "
+                             f"{ns}")  # fmt: skip
+    reader = author(kube, ns, secrets("get", "mine", "db"))
+    assert patch(kube, ns, "db", moved, token=reader)[0] == 200
+    # Moving it on again starts from "mine", which the first editor may read.
+    assert patch(kube, ns, "db", {"spec": {"target": {"name": "db"}}}, token=editor)[0] == 200
 
 
 def test_a_metadata_only_update_needs_no_secret_rights(kube: KubeCluster, ns: str) -> None:

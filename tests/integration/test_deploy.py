@@ -44,6 +44,7 @@ VALUE_SETS = {
     "fence-excluded": ["--set", "fence.excludedNamespaces={kube-public,legacy-apps}",
                        "--set", "fence.excludeReleaseNamespace=false"],
     "no-fence": ["--set", "fence.enabled=false"],
+    "no-author-policy": ["--set", "authorPolicy.enabled=false"],
 }  # fmt: skip
 
 SERVICE_MONITOR_CRD = {
@@ -82,12 +83,14 @@ def test_the_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
 def test_chart_crds_are_the_top_level_crds_byte_for_byte() -> None:
     """The CRDs in the chart's crds/ (installed once by Helm); the author admission policy as a
     template (Helm upgrades templates, never crds/, and lints only CRDs there)."""
-    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml") if p.name != "admission-policy.yaml")
+    top = sorted(p.name for p in (REPO / "crds").glob("*.yaml")
+                 if p.name != "admission-policy.yaml")  # fmt: skip
     assert top == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     for name in top:
         assert filecmp.cmp(REPO / "crds" / name, CHART / "crds" / name, shallow=False), name
-    assert filecmp.cmp(REPO / "crds" / "admission-policy.yaml",
-                       CHART / "templates" / "admission-policy.yaml", shallow=False)  # fmt: skip
+    policy = (REPO / "crds" / "admission-policy.yaml").read_text()
+    template = (CHART / "templates" / "admission-policy.yaml").read_text()
+    assert template == "{{- if .Values.authorPolicy.enabled }}\n" + policy + "{{- end }}\n"
 
 
 def test_helm_lint(helm: str) -> None:
@@ -255,6 +258,15 @@ def test_the_fence_is_on_by_default_around_the_operators_identity_only(helm: str
     variables = {v["name"]: v["expression"] for v in excluded["variables"]}
     assert json.loads(variables["excluded"]) == ["kube-system", "kube-public", "legacy-apps"]
     assert not fence_of(render(helm, *VALUE_SETS["no-fence"]))
+
+
+def test_the_chart_ships_the_author_policy_unless_told_not_to(helm: str) -> None:
+    def policies(*args: str) -> set[str]:
+        return {d["metadata"]["name"] for d in render(helm, *args)
+                if d["kind"] == "ValidatingAdmissionPolicy"}  # fmt: skip
+
+    assert "strongroom-managedsecret-authors" in policies()
+    assert "strongroom-managedsecret-authors" not in policies(*VALUE_SETS["no-author-policy"])
 
 
 def test_every_rendered_set_passes_server_side_dry_run(helm: str, kube: KubeCluster) -> None:

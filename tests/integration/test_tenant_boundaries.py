@@ -9,6 +9,7 @@ admission policy that checks the author's own rights).
 from __future__ import annotations
 
 import base64
+import time
 import urllib.error
 import uuid
 from pathlib import Path
@@ -192,3 +193,48 @@ def test_equal_values_in_two_namespaces_have_unrelated_hmacs(kube: KubeCluster,
         assert secrets[0]["data"] == secrets[1]["data"]  # the same value, unrelated HMACs
     finally:
         op.stop()
+
+
+def test_moving_the_target_lets_go_of_the_secret_written_before(op: OperatorProcess) -> None:
+    """Before: the old Secret stayed, with the values and the labels of a ManagedSecret that no
+    longer pointed at it."""
+    op.cli("secret", "set", f"{op.namespace}/mover", "pw=moving")
+    op.apply("mover", {"data": [{"key": "pw"}], "target": {
+        "name": "first", "creationPolicy": "Orphan", "deletionPolicy": "Delete"}})  # fmt: skip
+    ready(op, "mover")
+    assert decoded(op.secret("first")) == {"pw": "moving"}
+    op.kube.request("PATCH", op.msec_path("mover"), {"spec": {"target": {"name": "second"}}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    eventually(lambda: op.secret("second") is not None and op.secret("first") is None,
+               what="the new target written and the old one deleted")  # fmt: skip
+    assert op.msec("mover")["status"]["targetName"] == "second"
+
+
+def test_merge_deletion_strips_only_added_keys_and_withdraws_consent(op: OperatorProcess) -> None:
+    op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
+        "metadata": {"name": "shared", "annotations": {"strongroom.io/merge-from": "extra"}},
+        "data": {"a": b64("theirs"), "b": b64("keep")},
+    })  # fmt: skip
+    op.cli("secret", "set", f"{op.namespace}/extra", "a=ours", "ca=added")
+    op.apply("extra", {"data": [{"key": "a"}, {"key": "ca"}],
+                       "target": {"name": "shared", "creationPolicy": "Merge"}})  # fmt: skip
+    ready(op, "extra")
+    assert decoded(op.secret("shared")) == {"a": "ours", "b": "keep", "ca": "added"}
+    delete_and_wait(op, "extra")
+    secret = op.secret("shared")
+    # "a" was there before the first merge: overwritten with consent, never removed.
+    assert decoded(secret) == {"a": "ours", "b": "keep"}
+    assert "strongroom.io/merge-from" not in (secret or {})["metadata"].get("annotations", {})
+    # A new ManagedSecret of the same name finds no consent: it was given to the one deleted.
+    op.apply("extra", {"data": [{"key": "a"}],
+                       "target": {"name": "shared", "creationPolicy": "Merge"}})  # fmt: skip
+    reason_is(op, "extra", "MergeNotAllowed")
+
+
+def test_a_secret_the_apiserver_refuses_is_not_retried_forever(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/badlabel", "k=v")
+    op.apply("badlabel", {"data": [{"key": "k"}], "target": {"labels": {"team": "not a value"}}})
+    refused = reason_is(op, "badlabel", "SecretRefused")
+    assert "422" in refused["message"]
+    time.sleep(8)  # a retry with backoff would have run at 2 s and 6 s
+    assert op.log().count("badlabel: SecretRefused") == 1

@@ -154,3 +154,9 @@ def test_the_schedule_is_floored_whatever_the_spec() -> None:
     later = now + timedelta(hours=1)
     assert policy.floor_schedule(now, [later, now + timedelta(days=1)]) == later
     assert policy.floor_schedule(now, []) is None
+
+
+def test_a_store_entry_cannot_grow_past_the_key_limit() -> None:
+    policy.check_key_count(policy.MAX_KEYS, "app")
+    with pytest.raises(SpecRefusedError, match="at most 256"):
+        policy.check_key_count(policy.MAX_KEYS + 1, "app")

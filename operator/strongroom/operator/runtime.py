@@ -69,7 +69,9 @@ from strongroom.sync import (
     MANAGED_BY_VALUE,
     OWNER_LABEL,
     PLURAL,
+    REFUSED_WRITES,
     VERSION,
+    Reason,
     Result,
     Syncer,
     data_hmac,
@@ -412,7 +414,16 @@ class Runtime:
         if FINALIZER not in (body["metadata"].get("finalizers") or ()):
             return
         try:
-            done = self.syncer.finalize(body)
+            try:
+                done = self.syncer.finalize(body)
+            except ApiException as exc:
+                if exc.status not in REFUSED_WRITES:
+                    raise
+                # The apiserver will never accept the write (e.g. a typed Secret that cannot
+                # lose a key): say so and let the object go, rather than hold its deletion (and
+                # its namespace's) forever.
+                done = f"deletionPolicy not applied: the apiserver refused ({exc.status})"
+                self._event(body, "Warning", "FinalizeIncomplete", done)
             self.syncer.release(body)
         except ApiException as exc:
             if exc.status == 404:
@@ -431,8 +442,9 @@ class Runtime:
         namespace, name = key
         start = time.perf_counter()
         result = self.syncer.reconcile(body)
-        RECONCILES.labels(result.reason).inc()
-        RECONCILE_SECONDS.labels(result.reason).observe(time.perf_counter() - start)
+        outcome = Reason.UNCHANGED if result.ready and not result.wrote else result.reason
+        RECONCILES.labels(outcome).inc()
+        RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - start)
         tracked = self.tracked.setdefault(key, Tracked())
         # Before the status write, whose watch event must then be recognised as our own echo.
         tracked.generation = body["metadata"].get("generation")
