@@ -19,10 +19,10 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine
 
 from strongroom import values
-from strongroom.audit import AuditEvent, ChainReport, Outcome, clip, verify_chain
+from strongroom.audit import AuditEvent, ChainKey, ChainReport, Outcome, clip, verify_chain
 from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
-from strongroom.datakeys import DataKeys
+from strongroom.datakeys import AuditKey, DataKeys
 from strongroom.errors import (
     AlreadyExists,
     AuditError,
@@ -81,11 +81,15 @@ class Strongroom:
         self.settings = settings
         self.engine = engine
         self.keyrings = KeyringSet(settings, keyring)
+        self.audit_key = AuditKey(
+            engine, keyring, actor=settings.actor, lookup=self.keyrings.for_wrapped
+        )
         self.data_keys = DataKeys(
             engine,
             keyring,
             settings.data_keys,
             actor=settings.actor,
+            audit=self.audit_key,
             lookup=self.keyrings.for_wrapped,
         )
         self._batcher: TransactionBatcher | None = None
@@ -109,6 +113,7 @@ class Strongroom:
             self._batcher.close()
             self._batcher = None
         self.data_keys.forget()
+        self.audit_key.forget()
         self.engine.dispose()
 
     def __enter__(self) -> Strongroom:
@@ -188,6 +193,7 @@ class Strongroom:
         (``read_only``) has written nothing, so its audit event commits in the same one.
         """
         start = time.perf_counter()
+        key = self._chain_key()
 
         def attempt(conn: Connection) -> tuple[T | None, list[AuditEvent], StrongroomError | None]:
             failed: StrongroomError | None = None
@@ -198,7 +204,7 @@ class Strongroom:
                     raise
                 result, event, failed = None, failure(exc), exc
             events = event if isinstance(event, list) else [] if event is None else [event]
-            repo.append_audits(conn, events)
+            repo.append_audits(conn, events, key=key)
             return result, events, failed
 
         try:
@@ -210,7 +216,7 @@ class Strongroom:
         except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
             event = failure(exc)
             try:
-                self._in_transaction(lambda conn: repo.append_audit(conn, event))
+                self._in_transaction(lambda conn: repo.append_audit(conn, event, key=key))
             except StoreError as audit_exc:
                 raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
             raise
@@ -648,9 +654,25 @@ class Strongroom:
     # -- audit ------------------------------------------------------------------------------
 
     def audit_verify(self) -> ChainReport:
+        """Check every link and the head with the audit key (format: :mod:`strongroom.audit`).
+
+        Raises :class:`IntegrityError` when the audit key row itself is unusable (two of them,
+        or one naming a KEK outside the configured set), and a keyring error when the KEK
+        cannot unwrap it.
+        """
+        stored = self.audit_key.stored()
         with self.engine.connect() as conn:
-            head_seq, head_hash = repo.audit_chain_head(conn)
-            return verify_chain(repo.iter_audit(conn), head_seq=head_seq, head_hash=head_hash)
+            head = repo.audit_chain_head(conn)
+            if head is None:
+                return ChainReport(False, 0, 1, "the chain head row is missing")
+            key, first_seq = stored if stored is not None else (None, 1)
+            report = verify_chain(repo.iter_audit(conn), head=head, key=key, keyed_from=first_seq)
+            if report.ok and report.count == 0 and repo.has_data_keys(conn):
+                # Creating a data key is audited, so it always leaves an event behind.
+                return ChainReport(
+                    False, 0, 1, "the log is empty but the store holds data keys: it was emptied"
+                )
+            return report
 
     def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:
@@ -662,12 +684,20 @@ class Strongroom:
 
     def record(self, event: AuditEvent) -> None:
         """Append an event for an action taken outside the store (the operator's syncs)."""
+        key = self._chain_key()
         try:
-            self._in_transaction(lambda conn: repo.append_audit(conn, event))
+            self._in_transaction(lambda conn: repo.append_audit(conn, event, key=key))
         except StoreError as exc:
             raise AuditError(f"could not write the audit event: {exc}") from None
 
     # -- internals --------------------------------------------------------------------------
+
+    def _chain_key(self) -> ChainKey:
+        """The audit key, before any transaction (loading or creating it may call the KEK)."""
+        try:
+            return self.audit_key.current()
+        except StoreError as exc:
+            raise AuditError(f"not done: the audit key could not be read ({exc})") from None
 
     def _require(self, conn: Connection, namespace: str, name: str) -> repo.SecretRow:
         secret = repo.find_secret(conn, namespace, name)

@@ -1,20 +1,57 @@
-"""The audit chain: every access is an event, and every event carries its predecessor's hash.
+"""The audit chain: every access is an event, and every event is linked to its predecessor.
 
-Hash of an event (hex SHA-256)::
+Canonical form of an event (UTF-8)::
 
-    sha256( prev_hash || "\\n" || canonical JSON of
-            [seq, time, actor, action, namespace, name, key, version, outcome, detail] )
+    canonical = JSON [seq, time, actor, action, namespace, name, key, version, outcome, detail]
 
-``seq`` starts at 1 and has no gaps; the first event's ``prev_hash`` is 64 zeros. The store
-keeps the last ``(seq, hash)`` in a one-row head table updated in the same transaction, so
-deleting the newest events is detected too. Events never carry a value: only who, when, what
-and the outcome.
+with ``time`` as naive UTC ISO 8601 to the microsecond. ``seq`` starts at 1 and has no gaps.
+
+**Keyed links** (every event written since schema revision 0002). The store holds one **audit
+key**: a 32-byte seed in ``audit_keys``, wrapped by the KEK like the data key seeds (wrap context
+``{"audit_key_id": <id>}``) and unwrapped only in memory, once per process. With
+``K = HMAC-SHA256(seed, "strongroom/audit/v2 key")``, an event's ``hash`` column holds::
+
+    hex HMAC-SHA256(K, "strongroom/audit/v2 event\n" || prev_hash || "\n" || canonical)
+
+where ``prev_hash`` is the previous event's ``hash`` (64 zeros before the first event). The
+first keyed event is ``audit.key``, written in the transaction that stores the key, at the
+sequence number the key row records (``first_seq``); its ``prev_hash`` is the head of the chain
+as it was, so a chain begun before the key existed is committed to, not replaced.
+
+**Unkeyed links** (events written before revision 0002, and only those)::
+
+    hex SHA-256(prev_hash || "\n" || canonical)
+
+**Head.** A one-row table keeps ``(seq, hash, mac)``: the last event's number and link, and::
+
+    mac = hex HMAC-SHA256(K, "strongroom/audit/v2 head\n" || seq || "\n" || hash)
+
+rewritten once per transaction (the one that appends). The head MAC is stored nowhere else.
+
+What verification catches, when the attacker has the database but not the KEK: an edited,
+inserted, dropped or reordered event, however the links after it are recomputed (its MAC, or
+the next one's, no longer fits, and recomputing a MAC needs ``K``); the newest events deleted
+and the head rewritten to match (the head MAC of the shorter chain was never stored, so it
+cannot be copied from a row); the log emptied and the head reset (the audit key row survives
+and says the keyed chain starts at ``first_seq``, which is then missing; with the key row
+deleted too, the data keys remain, and creating each of them was an audited event); the audit
+key row deleted or replaced (the keyed events no longer verify); the unkeyed events before the
+first keyed one edited and rehashed (that event's MAC covers their head).
+
+What the database alone cannot show, and only a head recorded outside it (a checkpoint) can:
+a consistent copy of an *older* state of the same database (a backup restored; a head row saved
+earlier put back after truncating the log to it); and a store whose audit key and keyed events
+were all deleted and replaced by a forged chain of unkeyed events, which looks like a store
+upgraded from revision 0001 and not used since (``strongroom audit verify`` says "not keyed").
+
+Events never carry a value: only who, when, what and the outcome.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +59,13 @@ from datetime import UTC, datetime
 GENESIS_HASH = "0" * 64
 
 MAX_DETAIL_LENGTH = 200
+
+KEY_ACTION = "audit.key"
+"""The action of the first keyed event, written with the audit key it starts."""
+
+_KEY_LABEL = b"strongroom/audit/v2 key"
+_EVENT_LABEL = b"strongroom/audit/v2 event\n"
+_HEAD_LABEL = b"strongroom/audit/v2 head\n"
 
 
 class Outcome:
@@ -68,6 +112,44 @@ class AuditEvent:
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+@dataclasses.dataclass(frozen=True)
+class ChainKey:
+    """The audit key, unwrapped: what links and the head are MACed with. ``repr`` hides it."""
+
+    id: str
+    mac_key: bytes = dataclasses.field(repr=False)
+    _keyed: hmac.HMAC = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Keyed once; each MAC copies the keyed state (half the cost of hmac.digest's setup).
+        object.__setattr__(self, "_keyed", hmac.new(self.mac_key, digestmod=hashlib.sha256))
+
+    @classmethod
+    def from_seed(cls, key_id: str, seed: bytes) -> ChainKey:
+        # A key of its own, so the stored seed is never used directly as an HMAC key.
+        return cls(key_id, hmac.digest(seed, _KEY_LABEL, "sha256"))
+
+    def link(self, prev_hash: str, event: AuditEvent) -> str:
+        return self._mac(_EVENT_LABEL + prev_hash.encode("ascii") + b"\n" + event.canonical())
+
+    def head(self, seq: int, link: str) -> str:
+        return self._mac(_HEAD_LABEL + str(seq).encode("ascii") + b"\n" + link.encode("ascii"))
+
+    def _mac(self, message: bytes) -> str:
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainHead:
+    """The head row: the last event's number and link, and the head's MAC ("" when unkeyed)."""
+
+    seq: int
+    hash: str
+    mac: str = ""
+
+
 def utc_naive(moment: datetime) -> datetime:
     """SQLite drops time zones and PostgreSQL adds them: hash the same naive UTC either way."""
     if moment.tzinfo is not None:
@@ -76,13 +158,17 @@ def utc_naive(moment: datetime) -> datetime:
 
 
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The unkeyed link of schema 0001, kept to verify the events written before the key."""
     return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + event.canonical()).hexdigest()
 
 
-def seal_event(event: AuditEvent, *, seq: int, prev_hash: str) -> AuditEvent:
-    """Give ``event`` its place in the chain."""
+def seal_event(
+    event: AuditEvent, *, seq: int, prev_hash: str, key: ChainKey | None
+) -> AuditEvent:
+    """Give ``event`` its place in the chain (``key=None``: the old unkeyed format)."""
     placed = dataclasses.replace(event, seq=seq, prev_hash=prev_hash, hash="")
-    object.__setattr__(placed, "hash", chain_hash(prev_hash, placed))  # still being built
+    link = chain_hash(prev_hash, placed) if key is None else key.link(prev_hash, placed)
+    object.__setattr__(placed, "hash", link)  # still being built
     return placed
 
 
@@ -92,30 +178,81 @@ class ChainReport:
     count: int
     first_bad_seq: int | None = None
     reason: str = ""
+    keyed_from: int | None = None
+    """Sequence number of the first keyed event; None while the chain has no audit key."""
 
 
-def verify_chain(events: Iterable[AuditEvent], *, head_seq: int, head_hash: str) -> ChainReport:
-    """Walk the chain in ``seq`` order; report the first event that does not fit."""
+def verify_chain(
+    events: Iterable[AuditEvent],
+    *,
+    head: ChainHead,
+    key: ChainKey | None = None,
+    keyed_from: int = 1,
+) -> ChainReport:
+    """Walk the chain in ``seq`` order; report the first event that does not fit.
+
+    With ``key``, events from ``keyed_from`` on must carry its MACs, the event at
+    ``keyed_from`` must be the ``audit.key`` event naming it, the chain must reach it, and the
+    head must carry its MAC; events before it are checked as unkeyed links. Without ``key``
+    (a store that has no audit key yet) every event must be an unkeyed link.
+    """
+    walked = _walk(events, key, keyed_from)
+    if isinstance(walked, ChainReport):
+        return walked
+    count, last = walked
+    problem = _head_problem(head, count, last, key, keyed_from)
+    if problem is not None:
+        return ChainReport(False, count, problem[0], problem[1])
+    return ChainReport(True, count, keyed_from=None if key is None else keyed_from)
+
+
+def _walk(
+    events: Iterable[AuditEvent], key: ChainKey | None, keyed_from: int
+) -> ChainReport | tuple[int, str]:
+    """Every link in order: a report of the first bad one, or (count, last link)."""
     expected_seq = 1
     prev = GENESIS_HASH
-    count = 0
     for event in events:
+        count = expected_seq - 1
         if event.seq != expected_seq:
             return ChainReport(False, count, expected_seq, f"event {expected_seq} is missing")
         if event.prev_hash != prev:
             return ChainReport(False, count, event.seq, "does not link to the previous event")
-        if chain_hash(prev, event) != event.hash:
+        if key is not None and event.seq >= keyed_from:
+            if event.seq == keyed_from and (event.action != KEY_ACTION or event.key != key.id):
+                return ChainReport(
+                    False, count, event.seq, "is not the event that starts the keyed chain"
+                )
+            if not hmac.compare_digest(key.link(prev, event), event.hash):
+                return ChainReport(False, count, event.seq, "content does not match its MAC")
+        elif chain_hash(prev, event) != event.hash:
             return ChainReport(False, count, event.seq, "content does not match its hash")
         prev = event.hash
         expected_seq += 1
-        count += 1
-    if head_seq != count:
-        return ChainReport(
-            False, count, count + 1, f"chain ends at event {count} but the head records {head_seq}"
+    return expected_seq - 1, prev
+
+
+def _head_problem(
+    head: ChainHead, count: int, last: str, key: ChainKey | None, keyed_from: int
+) -> tuple[int, str] | None:
+    """(first bad seq, reason) if the head does not close a chain of ``count`` events."""
+    if head.seq != count:
+        return count + 1, f"chain ends at event {count} but the head records {head.seq}"
+    if count and head.hash != last:
+        return count, "last event does not match the chain head"
+    if key is None:
+        return None
+    if count < keyed_from:
+        return count + 1, (
+            f"the audit key starts the chain at event {keyed_from} but the chain ends at "
+            f"event {count}: events were deleted"
         )
-    if count and head_hash != prev:
-        return ChainReport(False, count, count, "last event does not match the chain head")
-    return ChainReport(True, count)
+    if not hmac.compare_digest(head.mac, key.head(head.seq, last)):
+        return count, (
+            "the chain head does not authenticate: events after it were deleted or the head "
+            "was rewritten"
+        )
+    return None
 
 
 def clip(text: str) -> str:

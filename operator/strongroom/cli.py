@@ -222,7 +222,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     with _open(args) as room:
         report = room.audit_verify()
     if report.ok:
-        print(f"audit chain intact: {report.count} events")
+        if report.keyed_from is not None:
+            print(f"audit chain intact: {report.count} events, keyed from event "
+                  f"{report.keyed_from}")  # fmt: skip
+        else:
+            print(f"audit chain intact: {report.count} events")
+            if report.count:
+                print("strongroom: the chain is not keyed yet (written before schema 0002); "
+                      "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
         return 0
     print(
         f"strongroom: audit chain broken at event {report.first_bad_seq}: {report.reason}",
@@ -300,11 +307,16 @@ def cmd_kek_status(args: argparse.Namespace) -> int:
     with _open(args) as room, transaction(room.engine) as conn:
         keys = repo.all_data_keys(conn)
         usage = repo.data_key_usage(conn)
+        audit_keys = repo.audit_key_rows(conn)
     print("DATA KEY                              STATE    VERSIONS  PROVIDER  KEK (VERSION)")
     for key in keys:
         version = f" (v{key.kek_version})" if key.kek_version else ""
         print(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
               f"{key.kek_id}{version}")  # fmt: skip
+    for audit_key in audit_keys:
+        version = f" (v{audit_key.kek_version})" if audit_key.kek_version else ""
+        print(f"{audit_key.id:<36}  audit    -         {audit_key.provider:<8}  "
+              f"{audit_key.kek_id}{version}")  # fmt: skip
     return 0
 
 

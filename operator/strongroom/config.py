@@ -103,6 +103,11 @@ class KekSpec:
         return self.provider if self.provider == "local" else f"{self.provider}:{self.key}"
 
 
+def parse_kek_list(text: str) -> tuple[KekSpec, ...]:
+    """Comma-separated KEKs, each as STRONGROOM_KEK takes it (``local,awskms:arn:…``)."""
+    return tuple(KekSpec.parse(part) for part in text.split(",") if part.strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """Bounds on what the store accepts, so one bad write cannot bloat every sync."""
@@ -133,6 +138,12 @@ class Settings:
     """SQLAlchemy URL; SQLite by default, ``postgresql+psycopg://…`` in production."""
     kek: KekSpec = dataclasses.field(default_factory=lambda: KekSpec("local", ""))
     """KEK for new data keys (STRONGROOM_KEK)."""
+    kek_previous: tuple[KekSpec, ...] = ()
+    """Further KEKs stored keys may name while a rotation is under way (STRONGROOM_KEK_PREVIOUS,
+    comma-separated, same syntax as STRONGROOM_KEK). A stored key naming a KEK that is neither
+    this nor STRONGROOM_KEK is refused as tampering (IntegrityError), and that KEK is never
+    called: a row in the database must not choose which KMS key or Vault the process talks to.
+    Once ``kek rotate`` has rewrapped every key, the old KEK is no longer needed here."""
     master_key: bytes | None = dataclasses.field(default=None, repr=False)
     """Local KEK material; never printed (repr=False)."""
     actor: str = ""
@@ -152,6 +163,7 @@ class Settings:
         settings = cls(
             database_url=_read(env, "STRONGROOM_DATABASE_URL", str, DEFAULT_DATABASE_URL),
             kek=_read(env, "STRONGROOM_KEK", KekSpec.parse, KekSpec("local", "")),
+            kek_previous=_read(env, "STRONGROOM_KEK_PREVIOUS", parse_kek_list, ()),
             master_key=_master_key(env),
             actor=_read(env, "STRONGROOM_ACTOR", str, "") or _default_actor(),
             limits=Limits(

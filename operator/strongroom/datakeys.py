@@ -8,6 +8,9 @@ called a handful of times, not once per secret.
 The use count is kept in memory, seeded from the store when a key is first loaded; with several
 writers the bound is approximate, which is safe because per-version DEKs make nonce reuse under
 one key impossible in practice: the bound limits blast radius, it is not a cryptographic limit.
+
+The audit key (:class:`AuditKey`) is a seed of the same kind, kept apart in ``audit_keys``:
+it MACs the audit chain (format in :mod:`strongroom.audit`) and never encrypts a value.
 """
 
 from __future__ import annotations
@@ -15,21 +18,25 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import Engine
 
-from strongroom.audit import AuditEvent, Outcome
+from strongroom.audit import KEY_ACTION, AuditEvent, ChainKey, Outcome
 from strongroom.config import DataKeyPolicy
 from strongroom.crypto import new_seed
-from strongroom.errors import IntegrityError, UnwrapError
+from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring, WrappedSeed
 from strongroom.store import repository as repo
 from strongroom.store import transaction
 from strongroom.store.schema import DataKeyState
 
-KeyringLookup = Callable[[WrappedSeed], Keyring]
+
+class KeyringLookup(Protocol):
+    """Which configured keyring unwraps ``wrapped`` (``owner``: "data key dk-…", for errors)."""
+
+    def __call__(self, wrapped: WrappedSeed, *, owner: str) -> Keyring: ...
 
 
 @dataclasses.dataclass
@@ -54,27 +61,21 @@ class DataKeys:
         policy: DataKeyPolicy,
         *,
         actor: str,
+        audit: AuditKey,
         lookup: KeyringLookup | None = None,
     ) -> None:
         self._engine = engine
         self._keyring = keyring
         self._policy = policy
         self._actor = actor
-        self._lookup = lookup or self._same_keyring
+        self._audit = audit
+        self._lookup = lookup or _same_keyring(keyring)
         self._seeds: dict[str, bytes] = {}
         self._active: _Active | None = None
         self._lock = threading.Lock()
 
     @property
     def keyring(self) -> Keyring:
-        return self._keyring
-
-    def _same_keyring(self, wrapped: WrappedSeed) -> Keyring:
-        if wrapped.provider != self._keyring.provider:
-            raise UnwrapError(
-                f"data key was wrapped by the {wrapped.provider} KEK {wrapped.kek_id}, "
-                f"but STRONGROOM_KEK is {self._keyring.provider}"
-            )
         return self._keyring
 
     # -- writes -----------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class DataKeys:
         seed = new_seed()
         wrapped = ring.wrap(seed=seed, context={"data_key_id": data_key_id})
         now = datetime.now(UTC)
+        chain = self._audit.current()  # before the transaction: it may call the KEK
         row = repo.DataKeyRow(
             id=data_key_id,
             provider=wrapped.provider,
@@ -151,6 +153,7 @@ class DataKeys:
                     key=data_key_id,
                     detail=f"wrapped by {wrapped.provider} KEK {wrapped.kek_id}",
                 ),
+                key=chain,
             )
         self._seeds[data_key_id] = seed
         return _Active(data_key_id, seed, now, 0)
@@ -175,7 +178,8 @@ class DataKeys:
         if cached is not None:
             return cached
         wrapped = WrappedSeed(row.provider, row.kek_id, row.kek_version, row.wrapped_seed)
-        seed = self._lookup(wrapped).unwrap(wrapped=wrapped, context={"data_key_id": row.id})
+        ring = self._lookup(wrapped, owner=f"data key {row.id}")
+        seed = ring.unwrap(wrapped=wrapped, context={"data_key_id": row.id})
         self._seeds[row.id] = seed
         return seed
 
@@ -187,3 +191,109 @@ class DataKeys:
         with self._lock:
             self._seeds.clear()
             self._active = None
+
+
+def _same_keyring(keyring: Keyring) -> KeyringLookup:
+    """Without a KeyringSet: the one keyring, for rows that name exactly it."""
+
+    def lookup(wrapped: WrappedSeed, *, owner: str) -> Keyring:
+        if wrapped.provider != keyring.provider or (
+            wrapped.provider != "local" and wrapped.kek_id != keyring.kek_id
+        ):
+            raise IntegrityError(f"{owner} names a KEK outside the configured set")
+        return keyring
+
+    return lookup
+
+
+class AuditKey:
+    """The audit chain's key: created on first need, unwrapped once per process; thread-safe.
+
+    Created (wrapped by the configured KEK) in a transaction that holds the chain head's lock
+    and writes the first keyed event (``audit.key``) at the ``first_seq`` the row records, so
+    two processes starting at once cannot both create one, and the key row alone is proof that
+    a keyed chain exists. The unwrapped seed lives only in memory, like the data key seeds.
+    """
+
+    def __init__(
+        self, engine: Engine, keyring: Keyring, *, actor: str, lookup: KeyringLookup | None = None
+    ) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self._actor = actor
+        self._lookup = lookup or _same_keyring(keyring)
+        self._key: ChainKey | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> ChainKey:
+        """The key new events are linked with; loads or creates it (call outside a transaction)."""
+        key = self._key
+        if key is not None:
+            return key
+        with self._lock:
+            while self._key is None:
+                with transaction(self._engine) as conn:
+                    rows = repo.audit_key_rows(conn)
+                loaded = self._open(rows)
+                self._key = loaded[0] if loaded is not None else self._create()
+            return self._key
+
+    def stored(self) -> tuple[ChainKey, int] | None:
+        """What the store holds now (the key and its ``first_seq``), for verification only.
+
+        Never creates a key. Read afresh each time; unwrapped only if it is not the one held.
+        """
+        with transaction(self._engine) as conn:
+            rows = repo.audit_key_rows(conn)
+        return self._open(rows)
+
+    def wrap_under(self, target: Keyring, row: repo.AuditKeyRow) -> WrappedSeed:
+        """``kek rotate``: the same seed, wrapped by ``target`` (one unwrap, one wrap)."""
+        return target.wrap(seed=self._unwrap(row), context={"audit_key_id": row.id})
+
+    def forget(self) -> None:
+        with self._lock:
+            self._key = None
+
+    def _open(self, rows: list[repo.AuditKeyRow]) -> tuple[ChainKey, int] | None:
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise IntegrityError("the store holds more than one audit key")
+        row = rows[0]
+        held = self._key
+        if held is not None and held.id == row.id:
+            return held, row.first_seq
+        return ChainKey.from_seed(row.id, self._unwrap(row)), row.first_seq
+
+    def _unwrap(self, row: repo.AuditKeyRow) -> bytes:
+        wrapped = WrappedSeed(row.provider, row.kek_id, row.kek_version, row.wrapped_seed)
+        ring = self._lookup(wrapped, owner=f"audit key {row.id}")
+        return ring.unwrap(wrapped=wrapped, context={"audit_key_id": row.id})
+
+    def _create(self) -> ChainKey | None:
+        """A new key and its first event; None if another process created one meanwhile."""
+        key_id = "ak-" + uuid.uuid4().hex
+        seed = new_seed()
+        wrapped = self._keyring.wrap(seed=seed, context={"audit_key_id": key_id})
+        key = ChainKey.from_seed(key_id, seed)
+        now = datetime.now(UTC)
+        with transaction(self._engine) as conn:
+            head = repo.lock_audit_head(conn)
+            if repo.audit_key_rows(conn):
+                return None  # lost the race: load the winner's on the next pass
+            repo.insert_audit_key(conn, repo.AuditKeyRow(
+                id=key_id, provider=wrapped.provider, kek_id=wrapped.kek_id,
+                kek_version=wrapped.kek_version, wrapped_seed=wrapped.ciphertext,
+                first_seq=head.seq + 1, created_at=now,
+            ))  # fmt: skip
+            follows = (
+                f"follows {head.seq} unkeyed events, head {head.hash[:16]}…" if head.seq
+                else "a new chain"
+            )  # fmt: skip
+            repo.append_audit(conn, AuditEvent(
+                time=now, actor=self._actor, action=KEY_ACTION, outcome=Outcome.OK, key=key_id,
+                detail=f"keyed audit chain starts; wrapped by {wrapped.provider} KEK "
+                       f"{wrapped.kek_id}; {follows}",
+            ), key=key)  # fmt: skip
+        return key

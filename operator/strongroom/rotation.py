@@ -1,8 +1,10 @@
 """Moving between KEKs and between data keys, without ever rewriting a value in place blindly.
 
-``rotate_kek`` rewraps every data key seed under a new KEK: one unwrap and one wrap per data
-key (a handful of KEK calls, not one per secret), one transaction per key, idempotent and
-resumable. Afterwards the old KEK can be disabled.
+``rotate_kek`` rewraps every data key seed and the audit key under a new KEK: one unwrap and
+one wrap per key (a handful of KEK calls, not one per secret), one transaction per key,
+idempotent and resumable. The target is admitted to this process's configured set of KEKs for
+the purpose. Afterwards the old KEK can be disabled, and it need not stay in
+STRONGROOM_KEK_PREVIOUS. The audit key keeps its seed, so the chain needs no re-MACing.
 
 ``rekey`` re-encrypts every stored value version under a fresh data key, in batches (one
 transaction each), resumable after a kill: the fresh key is created and every other key retired
@@ -20,7 +22,7 @@ from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.errors import IntegrityError, KeyringError, ValidationError
-from strongroom.keyring import Keyring
+from strongroom.keyring import Keyring, WrappedSeed
 from strongroom.store import repository as repo
 from strongroom.store import transaction
 
@@ -73,9 +75,33 @@ def rotate_kek(room: Strongroom, target: Keyring, *, actor: str | None = None) -
     """Rewrap every data key under ``target``; safe to run again after an interruption."""
     latest = getattr(target, "latest_version", None)
     latest_version = str(latest()) if callable(latest) else None
+    room.keyrings.allow(target)
+    chain = room.audit_key.current()
     with transaction(room.engine) as conn:
         rows = repo.all_data_keys(conn)
+        audit_rows = repo.audit_key_rows(conn)
     rewrapped = already = 0
+    for audit_row in audit_rows:
+        on_target = audit_row.provider == target.provider and audit_row.kek_id == target.kek_id
+        if on_target and (latest_version is None or audit_row.kek_version == latest_version):
+            already += 1
+            continue
+        wrapped = room.audit_key.wrap_under(target, audit_row)
+        with transaction(room.engine) as conn:
+            changed = repo.rewrap_audit_key(
+                conn, audit_row, provider=wrapped.provider, kek_id=wrapped.kek_id,
+                kek_version=wrapped.kek_version, wrapped_seed=wrapped.ciphertext,
+            )  # fmt: skip
+            if changed:
+                repo.append_audit(conn, _event(
+                    room, "auditkey.rewrap", Outcome.OK, key=audit_row.id, actor=actor,
+                    detail=_moved(audit_row.provider, audit_row.kek_id, audit_row.kek_version,
+                                  wrapped),
+                ), key=chain)  # fmt: skip
+        if changed:
+            rewrapped += 1
+        else:
+            already += 1
     for row in rows:
         on_target = row.provider == target.provider and row.kek_id == target.kek_id
         if on_target and (latest_version is None or row.kek_version == latest_version):
@@ -91,14 +117,18 @@ def rotate_kek(room: Strongroom, target: Keyring, *, actor: str | None = None) -
             if changed:
                 repo.append_audit(conn, _event(
                     room, "datakey.rewrap", Outcome.OK, key=row.id, actor=actor,
-                    detail=f"{row.provider} {row.kek_id} v{row.kek_version or '-'} -> "
-                           f"{wrapped.provider} {wrapped.kek_id} v{wrapped.kek_version or '-'}",
-                ))  # fmt: skip
+                    detail=_moved(row.provider, row.kek_id, row.kek_version, wrapped),
+                ), key=chain)  # fmt: skip
         if changed:
             rewrapped += 1
         else:
             already += 1
     return RotateReport(rewrapped, already, f"{target.provider}:{target.kek_id}")
+
+
+def _moved(provider: str, kek_id: str, kek_version: str, wrapped: WrappedSeed) -> str:
+    return (f"{provider} {kek_id} v{kek_version or '-'} -> "
+            f"{wrapped.provider} {wrapped.kek_id} v{wrapped.kek_version or '-'}")  # fmt: skip
 
 
 def rekey(room: Strongroom, *, batch: int = 100, actor: str | None = None) -> RekeyReport:
@@ -107,6 +137,7 @@ def rekey(room: Strongroom, *, batch: int = 100, actor: str | None = None) -> Re
         raise ValidationError("--batch must be positive")
     with transaction(room.engine) as conn:
         resuming = repo.count_stale_versions(conn) > 0
+    chain = room.audit_key.current()
     if resuming:
         new_id, seed = room.data_keys.for_write()
     else:
@@ -116,7 +147,7 @@ def rekey(room: Strongroom, *, batch: int = 100, actor: str | None = None) -> Re
             repo.append_audit(conn, _event(
                 room, "rekey.start", Outcome.OK, key=new_id, actor=actor,
                 detail=f"{retired} data keys retired",
-            ))  # fmt: skip
+            ), key=chain)  # fmt: skip
     success = 0
     failures: list[RekeyFailure] = []
     after = 0
@@ -151,7 +182,7 @@ def rekey(room: Strongroom, *, batch: int = 100, actor: str | None = None) -> Re
                 room, "rekey.batch", Outcome.OK if done == len(stale) else Outcome.ERROR,
                 key=new_id, actor=actor,
                 detail=f"{done} re-encrypted, {len(stale) - done} left untouched",
-            ))  # fmt: skip
+            ), key=chain)  # fmt: skip
             success += done
             after = stale[-1].row.id
     return RekeyReport(success, len(failures), new_id, tuple(failures))

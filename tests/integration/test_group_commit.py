@@ -128,17 +128,19 @@ def test_a_unit_that_fails_after_writing_is_undone_alone(tmp_path: Path) -> None
         assert batcher is not None
         failures: list[BaseException] = []
         running, release = threading.Event(), threading.Event()
+        key = room.audit_key.current()
 
         def hold(conn: Connection) -> None:
             running.set()
             release.wait(30)
 
         def kept(conn: Connection) -> None:
-            repo.append_audit(conn, AuditEvent(datetime.now(UTC), "test", "test.kept", Outcome.OK))
+            event = AuditEvent(datetime.now(UTC), "test", "test.kept", Outcome.OK)
+            repo.append_audit(conn, event, key=key)
 
         def half_done(conn: Connection) -> None:
             event = AuditEvent(datetime.now(UTC), "test", "test.half", Outcome.OK, detail="undone")
-            repo.append_audit(conn, event)
+            repo.append_audit(conn, event, key=key)
             raise RuntimeError("fails after its write")
 
         def failing() -> None:

@@ -137,7 +137,8 @@ def test_rotation_local_awskms_vault_awskms_with_old_keks_disabled(
     with Strongroom.open(settings_for(db_url, "local")) as room:
         before = kek_calls("awskms", "wrap")
         report = rotate_kek(room, keyring_for(room.settings, "awskms", kms_key))
-        assert (report.rewrapped, kek_calls("awskms", "wrap") - before) == (1, 1)
+        # One data key and the audit key: one wrap each.
+        assert (report.rewrapped, kek_calls("awskms", "wrap") - before) == (2, 2)
     _read_all(db_url, f"awskms:{kms_key}", expected, master_key=None)
 
     # awskms -> vault; then the KMS key is disabled.
@@ -153,10 +154,11 @@ def test_rotation_local_awskms_vault_awskms_with_old_keks_disabled(
     second = aws.create_key()["KeyMetadata"]["Arn"]  # type: ignore[attr-defined]
     with Strongroom.open(settings_for(db_url, f"vault:{transit_key}", master_key=None)) as room:
         report = rotate_kek(room, keyring_for(room.settings, "awskms", second))
-        # One data key all along: the rotated seed stayed active for the write under KMS.
-        assert report.rewrapped == 1
+        # One data key all along (the rotated seed stayed active for the write under KMS),
+        # and the audit key.
+        assert report.rewrapped == 2
         again = rotate_kek(room, keyring_for(room.settings, "awskms", second))
-        assert (again.rewrapped, again.already) == (0, 1)
+        assert (again.rewrapped, again.already) == (0, 2)
     vault.secrets.transit.update_key_configuration(name=transit_key, deletion_allowed=True)
     vault.secrets.transit.delete_key(name=transit_key)
     _read_all(db_url, f"awskms:{second}", expected, master_key=None)
@@ -174,7 +176,7 @@ def test_vault_rotation_moves_seeds_to_the_latest_key_version(
     vault.secrets.transit.rotate_key(name=transit_key)
     with Strongroom.open(settings_for(sqlite_url, kek)) as room:
         report = rotate_kek(room, keyring_for(room.settings, "vault", transit_key))
-        assert report.rewrapped == 1
+        assert report.rewrapped == 2  # the data key and the audit key
     vault.secrets.transit.update_key_configuration(name=transit_key, min_decryption_version=2)
     _read_all(sqlite_url, kek, {"ns/s0": "v"})
     with Strongroom.open(settings_for(sqlite_url, kek)) as room, room.engine.connect() as conn:
@@ -191,7 +193,8 @@ def test_kek_calls_grow_with_data_keys_not_secrets(sqlite_url: str, kms_key: str
         for i in range(200):
             room.get("ns", f"s{i}")
     used = {op: kek_calls("awskms", op) - before[op] for op in before}
-    assert used == {"wrap": 1, "unwrap": 1, "describe": 0}
+    # One data key and the audit key: wrapped once each, unwrapped once each per process.
+    assert used == {"wrap": 2, "unwrap": 2, "describe": 0}
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -212,7 +215,12 @@ def test_a_deleted_kms_key_is_one_clear_error(
             room.get("ns", "s")
         with pytest.raises(KeyringError, match="does not exist"):
             room.set("ns", "new", {"k": "v"})
-        assert [i.name for i in room.list()] == ["s"]
+        # Listing is audited, and the audit key is wrapped by the same KEK: a process that
+        # cannot unwrap it does nothing it could not audit.
+        with pytest.raises(UnwrapError, match="does not exist"):
+            room.list()
+        with room.engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM secrets")).scalars().all() == ["s"]
 
 
 @pytest.mark.parametrize(
@@ -252,7 +260,14 @@ def test_a_missing_kms_key_is_one_clear_error(sqlite_url: str, aws: object) -> N
     with Strongroom.open(settings_for(sqlite_url, "awskms:alias/does-not-exist")) as room:
         with pytest.raises(WrapError, match="does not exist"):
             room.set("ns", "s", {"k": "v"})
-        assert room.list() == []
+        with pytest.raises(WrapError, match="does not exist"):
+            room.list()  # audited: the audit key cannot be wrapped either
+        with room.engine.connect() as conn:
+            written = conn.execute(text(
+                "SELECT (SELECT COUNT(*) FROM secrets) + (SELECT COUNT(*) FROM audit_keys) "
+                "+ (SELECT COUNT(*) FROM audit_events)"
+            )).scalar_one()  # fmt: skip
+        assert written == 0
 
 
 def test_an_unreachable_kms_is_one_clear_error(

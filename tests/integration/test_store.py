@@ -198,6 +198,7 @@ def test_every_operation_is_audited_without_values(room: Strongroom) -> None:
     room.delete("ns", "s")
     events = list(room.audit_events())
     assert [(e.action, e.outcome) for e in events] == [
+        ("audit.key", "ok"),
         ("datakey.create", "ok"),
         ("secret.set", "ok"),
         ("secret.get", "ok"),

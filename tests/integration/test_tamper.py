@@ -85,7 +85,7 @@ def _three_events(room: Strongroom) -> None:
             "UPDATE audit_events SET outcome = 'denied' WHERE seq = 2", 2, id="edited-outcome"
         ),
         pytest.param("DELETE FROM audit_events WHERE seq = 2", 2, id="deleted-middle"),
-        pytest.param("DELETE FROM audit_events WHERE seq = 4", 4, id="deleted-last"),
+        pytest.param("DELETE FROM audit_events WHERE seq = 5", 5, id="deleted-last"),
     ],
 )
 def test_an_edited_or_deleted_audit_row_is_found(room: Strongroom, sql: str, bad_seq: int) -> None:

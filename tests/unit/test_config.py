@@ -28,6 +28,17 @@ def test_master_key_from_env_and_from_file(tmp_path: Path) -> None:
     assert settings.master_key == bytes.fromhex(KEY)
 
 
+def test_previous_keks_are_a_comma_separated_list_of_kek_specs() -> None:
+    assert Settings.from_env({}).kek_previous == ()
+    settings = Settings.from_env(
+        {"STRONGROOM_KEK_PREVIOUS": "awskms:arn:aws:kms:eu-west-1:1:key/a, vault:transit/old,"}
+    )
+    assert settings.kek_previous == (
+        KekSpec("awskms", "arn:aws:kms:eu-west-1:1:key/a"),
+        KekSpec("vault", "transit/old"),
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
@@ -43,6 +54,10 @@ def test_master_key_from_env_and_from_file(tmp_path: Path) -> None:
         ),
         pytest.param({"STRONGROOM_KEK": "gcpkms:x"}, "STRONGROOM_KEK", id="unknown-provider"),
         pytest.param({"STRONGROOM_KEK": "awskms:"}, "STRONGROOM_KEK", id="kms-without-key"),
+        pytest.param(
+            {"STRONGROOM_KEK_PREVIOUS": "local,gcpkms:x"}, "STRONGROOM_KEK_PREVIOUS: 'gcpkms:x'",
+            id="unknown-previous-provider",
+        ),
         pytest.param(
             {"STRONGROOM_MAX_VALUE_BYTES": "-3"}, "STRONGROOM_MAX_VALUE_BYTES", id="negative-limit"
         ),

@@ -2,8 +2,9 @@
 
 Vendor clients (boto3, hvac) are imported lazily inside their provider module, so a local-only
 install does not need them. :class:`KeyringSet` finds the keyring that can unwrap a stored seed
-whatever STRONGROOM_KEK names now: each ``data_keys`` row records the provider and KEK that
-wrapped it.
+among the configured KEKs (STRONGROOM_KEK and STRONGROOM_KEK_PREVIOUS): each ``data_keys`` and
+``audit_keys`` row records the provider and KEK that wrapped it, but only says which of those
+to use; a row naming any other KEK is refused before that KEK is contacted.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from strongroom.config import Settings
-from strongroom.errors import ConfigError, UnwrapError
+from strongroom.config import KekSpec, Settings
+from strongroom.errors import ConfigError, IntegrityError, UnwrapError
 from strongroom.keyring.base import Keyring, WrappedSeed
 from strongroom.keyring.local import LocalKeyring
 
@@ -53,33 +54,65 @@ def build_keyring(settings: Settings) -> Keyring:
 
 
 class KeyringSet:
-    """The primary keyring plus, built on demand and cached, any other KEK a stored seed names."""
+    """The configured KEKs, and no other: STRONGROOM_KEK, then STRONGROOM_KEK_PREVIOUS.
+
+    A stored seed's row names the KEK that wrapped it, but a row is data anyone with write
+    access to the database can change: followed blindly, an inserted row naming the attacker's
+    own KMS key made the process send it a Decrypt request, signed with the process's
+    credentials. So a row picks among the configured keyrings only; a row naming anything else
+    is an :class:`IntegrityError` raised before any call. Previous KEKs are built on first need.
+    """
 
     def __init__(self, settings: Settings, primary: Keyring) -> None:
         self._settings = settings
         self.primary = primary
-        self._others: dict[tuple[str, str], Keyring] = {}
+        self._rings: list[Keyring] = [primary]
+        self._pending: list[KekSpec] = [
+            spec for spec in settings.kek_previous if spec != settings.kek
+        ]
         self._lock = threading.Lock()
 
-    def for_wrapped(self, wrapped: WrappedSeed) -> Keyring:
-        primary = self.primary
-        if wrapped.provider == primary.provider and (
-            wrapped.provider == "local" or wrapped.kek_id == primary.kek_id
-        ):
-            return primary
-        key = (wrapped.provider, wrapped.kek_id)
+    def allow(self, ring: Keyring) -> None:
+        """Admit one more KEK for the life of this process (``kek rotate --to`` its target)."""
         with self._lock:
-            ring = self._others.get(key)
-            if ring is None:
+            self._rings.append(ring)
+
+    def for_wrapped(self, wrapped: WrappedSeed, *, owner: str) -> Keyring:
+        """The configured keyring that ``wrapped`` names; ``owner`` says whose seed it is."""
+        with self._lock:
+            for ring in self._rings:
+                if _names(ring, wrapped):
+                    return ring
+            for spec in [s for s in self._pending if s.provider == wrapped.provider]:
                 try:
-                    ring = keyring_for(self._settings, wrapped.provider, wrapped.kek_id)
+                    ring = keyring_for(self._settings, spec.provider, spec.key)
                 except ConfigError as exc:
                     raise UnwrapError(
-                        f"a data key is wrapped by the {wrapped.provider} KEK "
-                        f"{wrapped.kek_id}, which cannot be used here: {exc}"
+                        f"STRONGROOM_KEK_PREVIOUS names {spec}, which cannot be used here: {exc}"
                     ) from None
-                self._others[key] = ring
-            return ring
+                self._pending.remove(spec)
+                self._rings.append(ring)
+                if _names(ring, wrapped):
+                    return ring
+        named = _printable(f"{wrapped.provider}:{wrapped.kek_id}")
+        raise IntegrityError(
+            f"{_printable(owner)} names a KEK outside the configured set ({named}); "
+            "if that KEK is yours, add it to STRONGROOM_KEK_PREVIOUS"
+        )
+
+
+def _names(ring: Keyring, wrapped: WrappedSeed) -> bool:
+    # One master key is configured at a time: a local row with another fingerprint is the
+    # local keyring's to refuse ("wrong STRONGROOM_MASTER_KEY"), and it calls nobody.
+    if ring.provider != wrapped.provider:
+        return False
+    return wrapped.provider == "local" or ring.kek_id == wrapped.kek_id
+
+
+def _printable(text: str, limit: int = 160) -> str:
+    """Row contents in a message: escaped (no control characters) and short."""
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 __all__ = ["Keyring", "KeyringSet", "LocalKeyring", "WrappedSeed", "build_keyring", "keyring_for"]

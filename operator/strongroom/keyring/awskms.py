@@ -79,7 +79,7 @@ class AwsKmsConfig:
             return boto3.session.Session().client("kms", region_name=self.region, config=config)
         except NoRegionError:
             raise ConfigError(
-                "awskms: no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION)"
+                "awskms: no AWS region configured (set AWS_DEFAULT_REGION)"
             ) from None
 
 

@@ -12,16 +12,28 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from strongroom.audit import AuditEvent, seal_event
+from strongroom.audit import AuditEvent, ChainHead, ChainKey, seal_event
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
     DataKeyState,
     VersionState,
     audit_events,
     audit_head,
+    audit_keys,
     data_keys,
     secret_versions,
     secrets,
@@ -418,17 +430,22 @@ def rewrap_data_key(
     wrapped_seed: bytes,
 ) -> bool:
     """Point a data key at a new wrapping of the same seed; False if someone got there first."""
+    return _rewrap(conn, data_keys, old, provider=provider, kek_id=kek_id,
+                   kek_version=kek_version, wrapped_seed=wrapped_seed)  # fmt: skip
+
+
+def _rewrap(conn: Connection, table: Table, old: DataKeyRow | AuditKeyRow, **new: Any) -> bool:
+    """Compare-and-set a seed's wrapping: only if the row still names the KEK it was read with."""
     result = conn.execute(
-        update(data_keys)
+        update(table)
         .where(
-            data_keys.c.id == old.id,
-            data_keys.c.provider == old.provider,
-            data_keys.c.kek_id == old.kek_id,
-            data_keys.c.kek_version == old.kek_version,
+            table.c.id == old.id,
+            table.c.provider == old.provider,
+            table.c.kek_id == old.kek_id,
+            table.c.kek_version == old.kek_version,
         )
-        .values(provider=provider, kek_id=kek_id, kek_version=kek_version,
-                wrapped_seed=wrapped_seed)
-    )  # fmt: skip
+        .values(**new)
+    )
     return bool(result.rowcount)
 
 
@@ -509,6 +526,59 @@ def data_key_usage(conn: Connection) -> dict[str, int]:
     return {str(k): int(n) for k, n in rows}
 
 
+# --- audit key -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditKeyRow:
+    id: str
+    provider: str
+    kek_id: str
+    kek_version: str
+    wrapped_seed: bytes = dataclasses.field(repr=False)
+    first_seq: int
+    created_at: datetime
+
+
+_AUDIT_KEY_COLUMNS = (
+    audit_keys.c.id,
+    audit_keys.c.provider,
+    audit_keys.c.kek_id,
+    audit_keys.c.kek_version,
+    audit_keys.c.wrapped_seed,
+    audit_keys.c.first_seq,
+    audit_keys.c.created_at,
+)
+
+
+def audit_key_rows(conn: Connection) -> list[AuditKeyRow]:
+    """Every audit key row (one in an intact store; none before the first keyed event)."""
+    rows = conn.execute(select(*_AUDIT_KEY_COLUMNS).order_by(audit_keys.c.created_at))
+    return [AuditKeyRow(**row._mapping) for row in rows]
+
+
+def insert_audit_key(conn: Connection, row: AuditKeyRow) -> None:
+    conn.execute(insert(audit_keys).values(**dataclasses.asdict(row)))
+
+
+def rewrap_audit_key(
+    conn: Connection,
+    old: AuditKeyRow,
+    *,
+    provider: str,
+    kek_id: str,
+    kek_version: str,
+    wrapped_seed: bytes,
+) -> bool:
+    """Point the audit key at a new wrapping of the same seed; False if someone got there first."""
+    return _rewrap(conn, audit_keys, old, provider=provider, kek_id=kek_id,
+                   kek_version=kek_version, wrapped_seed=wrapped_seed)  # fmt: skip
+
+
+def has_data_keys(conn: Connection) -> bool:
+    return conn.execute(select(data_keys.c.id).limit(1)).first() is not None
+
+
 # --- audit ---------------------------------------------------------------------------------
 
 
@@ -520,17 +590,28 @@ _HEAD_CACHE = "strongroom.audit_head"
 _ADVANCE_HEAD = (
     update(audit_head)
     .where(audit_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"), mac=bindparam("new_mac"))
 )
 
 
-def append_audit(conn: Connection, event: AuditEvent) -> AuditEvent:
+def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (see append_audits)."""
-    return append_audits(conn, [event])[0]
+    return append_audits(conn, [event], key=key)[0]
 
 
-def append_audits(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+def lock_audit_head(conn: Connection) -> ChainHead:
+    """Read the head and hold its lock until the transaction ends (creators of the key queue)."""
+    head = conn.execute(_LOCK_HEAD).one()
+    return ChainHead(int(head.seq), str(head.hash))
+
+
+def append_audits(
+    conn: Connection, events: Sequence[AuditEvent], *, key: ChainKey
+) -> list[AuditEvent]:
     """Append events, in order, to the chain inside the caller's transaction (one INSERT).
+
+    Each event is linked by ``key`` (the audit key; see :mod:`strongroom.audit`), and the head
+    gets its MAC under the same key when the transaction commits.
 
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     holds the database write lock), so concurrent writers line up and the chain never forks.
@@ -549,7 +630,7 @@ def append_audits(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditE
         seq, prev_hash = int(head.seq), str(head.hash)
     placed: list[AuditEvent] = []
     for event in events:
-        sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash)
+        sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash, key=key)
         placed.append(sealed)
         seq, prev_hash = sealed.seq, sealed.hash
     conn.execute(
@@ -574,19 +655,22 @@ def append_audits(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditE
     )
     # Later appends in the same transaction already hold the head's lock and know its value.
     # Keyed by the transaction object, so a new transaction reads it afresh.
-    conn.info[_HEAD_CACHE] = (root, seq, prev_hash)
+    conn.info[_HEAD_CACHE] = (root, seq, prev_hash, key)
     before_commit(conn, _HEAD_CACHE, flush_audit_head)
     return placed
 
 
 def flush_audit_head(conn: Connection) -> None:
-    """Write the head moved by this transaction's appends (before its commit)."""
+    """Write the head moved by this transaction's appends, with its MAC (before the commit)."""
     cached = conn.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is conn.get_transaction():
-        conn.execute(_ADVANCE_HEAD, {"new_seq": cached[1], "new_hash": cached[2]})
+        _root, seq, link, key = cached
+        conn.execute(
+            _ADVANCE_HEAD, {"new_seq": seq, "new_hash": link, "new_mac": key.head(seq, link)}
+        )
 
 
-AuditHeadMark = tuple[Any, int, str] | None
+AuditHeadMark = tuple[Any, int, str, ChainKey] | None
 
 
 def audit_head_mark(conn: Connection) -> AuditHeadMark:
@@ -619,9 +703,12 @@ _AUDIT_COLUMNS = (
 )
 
 
-def audit_chain_head(conn: Connection) -> tuple[int, str]:
-    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-    return int(head.seq), str(head.hash)
+def audit_chain_head(conn: Connection) -> ChainHead | None:
+    """The head row, or None when it is missing (which only tampering does)."""
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash, audit_head.c.mac).where(audit_head.c.id == 1)
+    ).first()
+    return None if head is None else ChainHead(int(head.seq), str(head.hash), str(head.mac))
 
 
 def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:

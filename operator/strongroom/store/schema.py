@@ -2,8 +2,8 @@
 
 Column names that outside tools look at are fixed by DESIGN.md: ``secret_versions``
 (``ciphertext``, ``nonce``, ``salt``, ``data_key_id``) and ``audit_events``. Nothing here ever
-holds a value in clear: ``ciphertext`` is AES-256-GCM output and ``data_keys.wrapped_seed`` is
-KEK output.
+holds a value in clear: ``ciphertext`` is AES-256-GCM output and ``data_keys.wrapped_seed`` and
+``audit_keys.wrapped_seed`` are KEK output. The audit chain's format is :mod:`strongroom.audit`'s.
 """
 
 from __future__ import annotations
@@ -103,6 +103,22 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False, server_default=""),
+)
+
+# The audit key: a seed wrapped by the KEK like a data key's, never used to encrypt values (the
+# foreign key from secret_versions cannot reach it). ``first_seq``: the event the keyed chain
+# starts at. One row; more than one is refused as tampering.
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider", String(16), nullable=False),
+    Column("kek_id", String(2048), nullable=False),
+    Column("kek_version", String(64), nullable=False, default=""),
+    Column("wrapped_seed", LargeBinary, nullable=False),
+    Column("first_seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("created_at", Tz, nullable=False),
 )
 
 
