@@ -7,7 +7,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY requirements.lock ./
 RUN python -m venv /opt/strongroom \
- && /opt/strongroom/bin/pip install --no-deps -r requirements.lock
+ && /opt/strongroom/bin/pip install --no-deps --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN /opt/strongroom/bin/pip install --no-deps . \

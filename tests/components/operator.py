@@ -84,6 +84,21 @@ class OperatorProcess:
                 return None
             raise
 
+    def delete_and_wait(self, name: str, timeout: float = 45.0) -> None:
+        """Delete a ManagedSecret and wait until it is gone (its finalizer released)."""
+        import urllib.error
+
+        self.kube.request("DELETE", self.msec_path(name))
+
+        def gone() -> bool:
+            try:
+                self.msec(name)
+            except urllib.error.HTTPError as exc:
+                return exc.code == 404
+            return False
+
+        eventually(gone, timeout=timeout, what=f"ManagedSecret {name} deleted")
+
     def events(self) -> list[dict[str, Any]]:
         return list(
             self.kube.request("GET", f"/api/v1/namespaces/{self.namespace}/events")["items"]

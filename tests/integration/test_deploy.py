@@ -70,7 +70,8 @@ def test_the_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps"]
-    subprocess.run([*pip, "-r", str(REPO / "requirements.lock")], check=True, timeout=600)
+    subprocess.run([*pip, "--require-hashes", "-r", str(REPO / "requirements.lock")], check=True,
+                   timeout=600)  # fmt: skip
     subprocess.run([*pip, str(REPO)], check=True, timeout=600)
     help_text = subprocess.run([str(venv / "bin" / "strongroom"), "run", "--help"],
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -153,6 +154,36 @@ def test_rbac_has_no_wildcards_and_pods_are_locked_down(helm: str) -> None:
     irsa = render(helm, *VALUE_SETS["awskms-irsa"])
     sa = next(d for d in irsa if d["kind"] == "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/sr")
+
+
+def test_the_charts_aws_region_is_one_botocore_reads(helm: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Before: the chart set AWS_REGION, which botocore ignores (the pod had no region)."""
+    import boto3
+
+    docs = render(helm, *VALUE_SETS["awskms-irsa"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in
+           deployment["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    for name, value in env.items():
+        if name.startswith("AWS_") and value is not None:
+            monkeypatch.setenv(name, value)
+    assert boto3.session.Session().client("kms").meta.region_name == "eu-west-1"
+
+
+def test_every_pinned_image_dependency_carries_its_hashes() -> None:
+    """pip's hash-checking mode (the Dockerfile's --require-hashes) needs a hash for every pin:
+    one missing and the image build fails; a file swapped on the index is refused."""
+    lines = [line.strip() for line in (REPO / "requirements.lock").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]  # fmt: skip
+    pins = [i for i, line in enumerate(lines) if "==" in line]
+    assert len(pins) > 30
+    for i in pins:
+        assert lines[i].endswith("\\") and lines[i + 1].startswith("--hash=sha256:"), lines[i]
+    assert "--require-hashes -r requirements.lock" in (REPO / "Dockerfile").read_text()
 
 
 # What the chart grants in each watched namespace (cluster-wide: everywhere); every verb is

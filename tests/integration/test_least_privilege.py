@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import time
-import urllib.error
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -158,16 +157,7 @@ def restarted(kube: KubeCluster, path: str) -> str | None:
 
 
 def deleted(op: OperatorProcess, name: str) -> None:
-    op.kube.request("DELETE", op.msec_path(name))
-
-    def gone() -> bool:
-        try:
-            op.msec(name)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 404
-        return False
-
-    eventually(gone, timeout=45, what=f"ManagedSecret {name} deleted (its finalizer released)")
+    op.delete_and_wait(name)
 
 
 def synced(op: OperatorProcess, secret: str, key: str, value: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import time
-import urllib.error
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,19 +36,6 @@ def reason_is(op: OperatorProcess, name: str, reason: str) -> dict[str, Any]:
                            what=f"{name} {reason}"))  # fmt: skip
 
 
-def delete_and_wait(op: OperatorProcess, name: str) -> None:
-    op.kube.request("DELETE", op.msec_path(name))
-
-    def gone() -> bool:
-        try:
-            op.msec(name)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 404
-        return False
-
-    eventually(gone, what=f"{name} finalized")
-
-
 def test_merge_onto_a_secret_that_did_not_consent_is_refused(op: OperatorProcess) -> None:
     op.kube.request("POST", f"/api/v1/namespaces/{op.namespace}/secrets", {
         "metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
@@ -61,7 +47,7 @@ def test_merge_onto_a_secret_that_did_not_consent_is_refused(op: OperatorProcess
     refused = reason_is(op, "grab", "MergeNotAllowed")
     assert "strongroom.io/merge-from=grab" in refused["message"]
     assert decoded(op.secret("tls"))["tls.key"] == TLS_KEY
-    delete_and_wait(op, "grab")  # its finalizer must not strip the key either
+    op.delete_and_wait("grab")  # its finalizer must not strip the key either
     assert decoded(op.secret("tls")) == {"tls.crt": "cert", "tls.key": TLS_KEY}
 
 
@@ -87,7 +73,7 @@ def test_another_managedsecrets_secret_cannot_be_taken_over(op: OperatorProcess)
         "name": "owner", "creationPolicy": "Orphan", "deletionPolicy": "Delete"}})  # fmt: skip
     reason_is(op, "thief", "TargetConflict")
     assert decoded(op.secret("owner")) == {"pw": "the-owners"}
-    delete_and_wait(op, "thief")
+    op.delete_and_wait("thief")
     assert decoded(op.secret("owner")) == {"pw": "the-owners"}
 
 
@@ -220,7 +206,7 @@ def test_merge_deletion_strips_only_added_keys_and_withdraws_consent(op: Operato
                        "target": {"name": "shared", "creationPolicy": "Merge"}})  # fmt: skip
     ready(op, "extra")
     assert decoded(op.secret("shared")) == {"a": "ours", "b": "keep", "ca": "added"}
-    delete_and_wait(op, "extra")
+    op.delete_and_wait("extra")
     secret = op.secret("shared")
     # "a" was there before the first merge: overwritten with consent, never removed.
     assert decoded(secret) == {"a": "ours", "b": "keep"}
