@@ -19,7 +19,15 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine
 
 from strongroom import values
-from strongroom.audit import AuditEvent, ChainKey, ChainReport, Outcome, clip, verify_chain
+from strongroom.audit import (
+    SECRET_WRITES,
+    AuditEvent,
+    ChainKey,
+    ChainReport,
+    Outcome,
+    clip,
+    verify_chain,
+)
 from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.datakeys import AuditKey, DataKeys
@@ -33,11 +41,11 @@ from strongroom.errors import (
     ValidationError,
 )
 from strongroom.keyring import Keyring, KeyringSet, build_keyring
+from strongroom.manifest import Manifests
 from strongroom.metrics import STORE_OPS, STORE_SECONDS
 from strongroom.store import create_store_engine, ensure_schema, transaction
 from strongroom.store import repository as repo
 from strongroom.store.batching import TransactionBatcher
-from strongroom.store.schema import VersionState
 
 T = TypeVar("T")
 
@@ -92,6 +100,7 @@ class Strongroom:
             audit=self.audit_key,
             lookup=self.keyrings.for_wrapped,
         )
+        self.manifests = Manifests(engine, self.data_keys, self.audit_key, actor=settings.actor)
         self._batcher: TransactionBatcher | None = None
 
     @classmethod
@@ -114,6 +123,7 @@ class Strongroom:
             self._batcher = None
         self.data_keys.forget()
         self.audit_key.forget()
+        self.manifests.forget()
         self.engine.dispose()
 
     def __enter__(self) -> Strongroom:
@@ -194,6 +204,12 @@ class Strongroom:
         """
         start = time.perf_counter()
         key = self._chain_key()
+        try:
+            self.manifests.ready()
+        except StoreError as exc:
+            raise AuditError(
+                f"not done: the store's manifests could not be begun ({exc})"
+            ) from None
 
         def attempt(conn: Connection) -> tuple[T | None, list[AuditEvent], StrongroomError | None]:
             failed: StrongroomError | None = None
@@ -327,14 +343,13 @@ class Strongroom:
             for last in (False, True):
                 current: dict[str, Any] = {}
                 version, seen, description = 0, 0, ""
-                found = repo.read_version(conn, namespace, name, None)
+                found = self.manifests.read(conn, namespace, name, None)
                 if found is not None:
-                    seen = found[0].current_version
-                    if found[1][0].state != VersionState.DESTROYED:
-                        secret, rows = found
-                        version, description = rows[0].version, secret.description
-                        current = {row.key: values.decode(self._decrypt(conn, secret, row))
-                                   for row in rows}  # fmt: skip
+                    secret, rows = found[0], found[1]
+                    seen = version = secret.current_version
+                    description = secret.description
+                    current = {row.key: values.decode(self._decrypt(conn, secret, row))
+                               for row in rows}  # fmt: skip
                 events = [
                     self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
                                 namespace=namespace, name=name, version=version or None)
@@ -401,14 +416,20 @@ class Strongroom:
         if if_absent and secret.current_version:
             raise AlreadyExists(f"{namespace}/{name} already exists")
         plain: dict[str, bytes] = {}
-        existing: set[str] = set()
-        if secret.current_version and not replace:
-            for row in repo.version_rows(conn, secret.id, secret.current_version):
-                existing.add(row.key)
+        previous = None
+        if not secret.current_version:
+            self.manifests.check_absent(conn, namespace, name)
+        else:
+            # What the new version builds on must be what the manifest says, or a removed row
+            # would silently drop out of it (and a set-back version would come back).
+            current_rows = repo.version_rows(conn, secret.id, secret.current_version)
+            previous = self.manifests.open(conn, secret)
+            self.manifests.match(previous, secret.current_version, current_rows)
+            for row in [] if replace else current_rows:
                 if row.key not in encoded and row.key not in removed:
                     plain[row.key] = self._decrypt(conn, secret, row)
-            missing = removed - existing
-            if missing:
+            missing = removed - {row.key for row in current_rows}
+            if missing and not replace:
                 raise NotFound(f"{namespace}/{name} has no key {sorted(missing)[0]!r} to remove")
         plain.update(encoded)
         if not plain:
@@ -424,9 +445,14 @@ class Strongroom:
                 )
             )  # fmt: skip
         who = actor or self.settings.actor
+        manifest = self.manifests.for_version(
+            conn, secret, previous, version, rows, keep_versions=self.settings.keep_versions,
+            write_key=write_key,
+        )  # fmt: skip
         repo.add_version(
             conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
             description=description, keep_versions=self.settings.keep_versions,
+            manifest=manifest,
         )  # fmt: skip
         event = self._event(
             "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
@@ -447,18 +473,19 @@ class Strongroom:
         """Decrypt the current (or a given) version, all keys or one."""
 
         def body(conn: Connection) -> tuple[SecretValue, AuditEvent]:
-            found = repo.read_version(conn, namespace, name, version)
+            found = self.manifests.read(conn, namespace, name, version)
             if found is None:
-                self._require(conn, namespace, name)
+                raise NotFound(f"secret {namespace}/{name} not found")
+            secret, rows, _manifest, live = found
+            wanted = secret.current_version if version is None else version
+            if live is None:
+                if rows:
+                    raise NotFound(f"version {wanted} of {namespace}/{name} was destroyed")
                 raise NotFound(f"{namespace}/{name} has no version {version}")
-            secret, rows = found
-            wanted = rows[0].version
             if key is not None:
                 rows = [row for row in rows if row.key == key]
                 if not rows:
                     raise NotFound(f"{namespace}/{name} has no key {key!r}")
-            if rows[0].state == VersionState.DESTROYED:
-                raise NotFound(f"version {wanted} of {namespace}/{name} was destroyed")
             data = {row.key: values.decode(self._decrypt(conn, secret, row)) for row in rows}
             event = self._event(
                 action,
@@ -496,12 +523,11 @@ class Strongroom:
             wanted = b""
 
         def body(conn: Connection) -> tuple[bool, AuditEvent]:
-            secret = self._require(conn, namespace, name)
-            rows = [
-                row
-                for row in repo.version_rows(conn, secret.id, secret.current_version)
-                if row.key == key
-            ]
+            found = self.manifests.read(conn, namespace, name, None)
+            if found is None:
+                raise NotFound(f"secret {namespace}/{name} not found")
+            secret = found[0]
+            rows = [row for row in found[1] if row.key == key]
             if not rows:
                 raise NotFound(f"{namespace}/{name} has no key {key!r}")
             stored = self._decrypt(conn, secret, rows[0])
@@ -575,7 +601,9 @@ class Strongroom:
         """Delete a secret and every version of it; returns the version it had."""
 
         def body(conn: Connection) -> tuple[int, AuditEvent]:
-            secret = self._require(conn, namespace, name)
+            secret = repo.find_secret(conn, namespace, name)
+            if secret is None or secret.current_version == 0:
+                return 0, self._removed(conn, namespace, name, actor)
             repo.delete_secret(conn, secret.id)
             event = self._event(
                 "secret.delete",
@@ -599,6 +627,19 @@ class Strongroom:
             ),
         )
 
+    def _removed(
+        self, conn: Connection, namespace: str, name: str, actor: str | None
+    ) -> AuditEvent:
+        """``delete`` of a secret that is not there: not found, unless the audit chain says it
+        exists, which only removing its rows behind the store's back does. Then the deletion is
+        recorded, so that the name can be used again (reads and writes refuse it until then)."""
+        try:
+            self.manifests.check_absent(conn, namespace, name)
+        except IntegrityError:
+            return self._event("secret.delete", Outcome.OK, actor=actor, namespace=namespace,
+                               name=name, detail="its rows had been removed from the database")  # fmt: skip
+        raise NotFound(f"secret {namespace}/{name} not found")
+
     def retire_previous(
         self, namespace: str, name: str, *, grace: timedelta, actor: str | None = None
     ) -> int:
@@ -609,12 +650,15 @@ class Strongroom:
         """
 
         def body(conn: Connection) -> tuple[int, AuditEvent | None]:
-            secret = self._require(conn, namespace, name)
+            secret = self._require(conn, namespace, name, lock=True)
             if secret.current_version <= 1 or datetime.now(UTC) - _aware(secret.updated_at) < grace:
                 return 0, None
-            destroyed = repo.destroy_versions_before(conn, secret.id, secret.current_version)
-            if not destroyed:
+            manifest = self.manifests.open(conn, secret)
+            if len(manifest.versions) == 1:  # nothing but the current version holds values
                 return 0, None
+            destroyed = repo.destroy_versions_before(conn, secret.id, secret.current_version)
+            renewed = self.manifests.after_destroy(conn, secret, manifest)
+            repo.write_manifest(conn, secret.id, renewed, replaces=secret.manifest_mac)
             return destroyed, self._event(
                 "secret.destroy",
                 Outcome.OK,
@@ -684,6 +728,8 @@ class Strongroom:
 
     def record(self, event: AuditEvent) -> None:
         """Append an event for an action taken outside the store (the operator's syncs)."""
+        if event.action in SECRET_WRITES:  # those are the store's own: manifests count them
+            raise ValidationError(f"{event.action} events are written by the store itself")
         key = self._chain_key()
         try:
             self._in_transaction(lambda conn: repo.append_audit(conn, event, key=key))
@@ -699,8 +745,10 @@ class Strongroom:
         except StoreError as exc:
             raise AuditError(f"not done: the audit key could not be read ({exc})") from None
 
-    def _require(self, conn: Connection, namespace: str, name: str) -> repo.SecretRow:
-        secret = repo.find_secret(conn, namespace, name)
+    def _require(
+        self, conn: Connection, namespace: str, name: str, *, lock: bool = False
+    ) -> repo.SecretRow:
+        secret = repo.find_secret(conn, namespace, name, lock=lock)
         if secret is None or secret.current_version == 0:
             raise NotFound(f"secret {namespace}/{name} not found")
         return secret

@@ -63,6 +63,17 @@ MAX_DETAIL_LENGTH = 200
 KEY_ACTION = "audit.key"
 """The action of the first keyed event, written with the audit key it starts."""
 
+MANIFEST_ACTION = "secret.manifest"
+"""A manifest given to a secret written before manifests existed (:mod:`strongroom.manifest`)."""
+
+MANIFESTS_BEGIN = "manifest.init"
+"""Written once per store: from this event on, every secret has a manifest."""
+
+SECRET_WRITES = ("secret.set", "secret.destroy", "secret.delete", MANIFEST_ACTION, MANIFESTS_BEGIN)
+"""Actions that change what a secret holds. Each one that succeeds writes (or, for a delete,
+removes) the secret's manifest in its transaction, so the manifest can be checked against the
+newest of them (:mod:`strongroom.manifest`); the store indexes them for that."""
+
 _KEY_LABEL = b"strongroom/audit/v2 key"
 _EVENT_LABEL = b"strongroom/audit/v2 event\n"
 _HEAD_LABEL = b"strongroom/audit/v2 head\n"

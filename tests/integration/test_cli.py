@@ -102,7 +102,7 @@ def test_verify_reads_the_candidate_from_stdin(env: dict[str, str]) -> None:
 def test_audit_verify_and_tail(env: dict[str, str], tmp_path: Path) -> None:
     ok(env, "secret", "set", "ns/s", "k=canary-cli-tail")
     ok(env, "secret", "get", "ns/s")
-    assert "intact: 4 events, keyed from event 1" in ok(env, "audit", "verify")
+    assert "intact: 5 events, keyed from event 1" in ok(env, "audit", "verify")
     tail = ok(env, "audit", "tail", "-n", "2")
     assert "secret.get ns/s" in tail
     assert "cli-test" in tail

@@ -67,6 +67,11 @@ def _point_at_attacker_key(room: Strongroom, table: str, **where: str) -> None:
                 ),
                 where,
             )
+            # The secret's manifest names its data key too: pointed the same way, or the
+            # manifest's row digest would refuse the rows before any key is looked up.
+            conn.execute(
+                text("UPDATE secrets SET manifest_key = 'dk-attacker' WHERE name = :name"), where
+            )
         else:
             conn.execute(
                 text("UPDATE audit_keys SET provider = 'awskms', kek_id = :arn"),

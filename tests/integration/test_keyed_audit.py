@@ -198,7 +198,7 @@ def test_an_untouched_log_verifies_from_the_cli(db_url: str) -> None:
         _history(room)
     result = _cli_verify(db_url)
     assert result.returncode == 0, result.stderr
-    assert "audit chain intact: 8 events, keyed from event 1" in result.stdout
+    assert "audit chain intact: 9 events, keyed from event 1" in result.stdout
 
 
 def test_kek_rotation_keeps_the_audit_key_and_the_chain(db_url: str) -> None:
@@ -254,7 +254,7 @@ def test_an_unkeyed_chain_upgrades_keeps_verifying_and_the_first_keyed_event_lin
     assert (first_keyed.seq, first_keyed.action) == (4, KEY_ACTION)
     assert first_keyed.prev_hash == old[-1].hash
     assert [e.hash for e in events[:3]] == [e.hash for e in old]  # left as they were
-    assert (report.ok, report.count, report.keyed_from) == (True, 6, 4)
+    assert (report.ok, report.count, report.keyed_from) == (True, 7, 4)  # key, data key, manifests, set
     result = _cli_verify(db_url)
     assert result.returncode == 0, result.stderr
     assert "keyed from event 4" in result.stdout

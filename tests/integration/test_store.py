@@ -200,6 +200,7 @@ def test_every_operation_is_audited_without_values(room: Strongroom) -> None:
     assert [(e.action, e.outcome) for e in events] == [
         ("audit.key", "ok"),
         ("datakey.create", "ok"),
+        ("manifest.init", "ok"),
         ("secret.set", "ok"),
         ("secret.get", "ok"),
         ("secret.list", "ok"),

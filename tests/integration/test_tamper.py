@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from strongroom import IntegrityError, Strongroom, UnwrapError
 from tests.conftest import make_settings
 
 
+def drop_old_writer_guard(conn: Connection) -> None:
+    """What an attacker does first: drop the trigger that refuses versions moved without their
+    manifest (schema 0003). It guards against a Strongroom older than the schema, not them."""
+    on = " ON secrets" if conn.dialect.name == "postgresql" else ""
+    conn.execute(text(f"DROP TRIGGER IF EXISTS secrets_manifested{on}"))
+
+
 def _exec(room: Strongroom, sql: str, **params: object) -> None:
     with room.engine.begin() as conn:
+        drop_old_writer_guard(conn)
         conn.execute(text(sql), params)
 
 
@@ -85,7 +93,7 @@ def _three_events(room: Strongroom) -> None:
             "UPDATE audit_events SET outcome = 'denied' WHERE seq = 2", 2, id="edited-outcome"
         ),
         pytest.param("DELETE FROM audit_events WHERE seq = 2", 2, id="deleted-middle"),
-        pytest.param("DELETE FROM audit_events WHERE seq = 5", 5, id="deleted-last"),
+        pytest.param("DELETE FROM audit_events WHERE seq = 6", 6, id="deleted-last"),
     ],
 )
 def test_an_edited_or_deleted_audit_row_is_found(room: Strongroom, sql: str, bad_seq: int) -> None:

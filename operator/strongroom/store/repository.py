@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from strongroom.audit import AuditEvent, ChainHead, ChainKey, seal_event
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
+    SECRET_WRITES_WHERE,
     DataKeyState,
     VersionState,
     audit_events,
@@ -49,6 +51,20 @@ class SecretRow:
     current_version: int
     created_at: datetime
     updated_at: datetime
+    manifest: str | None = None
+    manifest_counter: int | None = None
+    manifest_key: str | None = None
+    manifest_mac: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredManifest:
+    """The manifest columns as written (format: :mod:`strongroom.crypto.manifest`)."""
+
+    body: str
+    counter: int
+    key: str
+    mac: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +119,10 @@ _SECRET_COLUMNS = (
     secrets.c.current_version,
     secrets.c.created_at,
     secrets.c.updated_at,
+    secrets.c.manifest,
+    secrets.c.manifest_counter,
+    secrets.c.manifest_key,
+    secrets.c.manifest_mac,
 )
 
 _VERSION_COLUMNS = (
@@ -130,9 +150,97 @@ _LOCK_SECRET = _FIND_SECRET.with_for_update()
 _INSERT_SECRET = insert(secrets)
 
 
-def find_secret(conn: Connection, namespace: str, name: str) -> SecretRow | None:
-    row = conn.execute(_FIND_SECRET, {"namespace": namespace, "name": name}).first()
+def find_secret(
+    conn: Connection, namespace: str, name: str, *, lock: bool = False
+) -> SecretRow | None:
+    """The secret's row; ``lock``: held until the transaction ends (``FOR UPDATE``)."""
+    query = _LOCK_SECRET if lock else _FIND_SECRET
+    row = conn.execute(query, {"namespace": namespace, "name": name}).first()
     return None if row is None else _secret(row)
+
+
+def lock_secret_by_id(conn: Connection, secret_id: int) -> SecretRow | None:
+    row = conn.execute(
+        select(*_SECRET_COLUMNS).where(secrets.c.id == secret_id).with_for_update()
+    ).first()
+    return None if row is None else _secret(row)
+
+
+def write_manifest(
+    conn: Connection, secret_id: int, manifest: StoredManifest, *, replaces: str | None
+) -> bool:
+    """Store a manifest in place of the one whose MAC is ``replaces`` (None: of none yet).
+
+    Compare-and-set, like a rewrap: False when another writer replaced it meanwhile.
+    """
+    mac = secrets.c.manifest_mac
+    result = conn.execute(
+        update(secrets)
+        .where(secrets.c.id == secret_id, mac.is_(None) if replaces is None else mac == replaces)
+        .values(**_manifest_values(manifest))
+    )
+    return bool(result.rowcount)
+
+
+def _manifest_values(manifest: StoredManifest) -> dict[str, object]:
+    return {
+        "manifest": manifest.body,
+        "manifest_counter": manifest.counter,
+        "manifest_key": manifest.key,
+        "manifest_mac": manifest.mac,
+    }
+
+
+def unmanifested_secrets(conn: Connection) -> list[SecretRow]:
+    """Secrets written before manifests existed (none once the store has begun them)."""
+    rows = conn.execute(
+        select(*_SECRET_COLUMNS)
+        .where(secrets.c.manifest_mac.is_(None), secrets.c.current_version > 0)
+        .order_by(secrets.c.id)
+    )
+    return [_secret(row) for row in rows]
+
+
+def secrets_on_retired_manifest_keys(conn: Connection, *, after_id: int, limit: int) -> list[int]:
+    """Ids of secrets whose manifest is authenticated under a retired data key (rekey's list)."""
+    rows = conn.execute(
+        select(secrets.c.id)
+        .where(
+            secrets.c.id > after_id,
+            secrets.c.manifest_key.in_(
+                select(data_keys.c.id).where(data_keys.c.state == DataKeyState.RETIRED)
+            ),
+        )
+        .order_by(secrets.c.id)
+        .limit(limit)
+    )
+    return [int(r[0]) for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """A successful write of a secret in the audit chain (an action in SECRET_WRITES)."""
+
+    seq: int
+    action: str
+
+
+_RECENT_WRITES = (
+    select(audit_events.c.seq, audit_events.c.action)
+    .where(
+        audit_events.c.namespace == bindparam("namespace"),
+        audit_events.c.name == bindparam("name"),
+        text(SECRET_WRITES_WHERE),
+    )
+    .order_by(audit_events.c.seq.desc())
+    .limit(2)
+)
+
+
+def recent_writes(conn: Connection, namespace: str, name: str) -> list[Write]:
+    """The two newest writes of ``namespace/name`` recorded in the audit chain, newest first."""
+    rows = conn.execute(_RECENT_WRITES, {"namespace": namespace, "name": name})
+    return [Write(int(seq), str(action)) for seq, action in rows]
 
 
 def lock_secret(
@@ -244,7 +352,14 @@ _MARK_PREVIOUS = (
 _ADVANCE_SECRET = (
     update(secrets)
     .where(secrets.c.id == bindparam("sid"))
-    .values(current_version=bindparam("new_version"), updated_at=bindparam("now"))
+    .values(
+        current_version=bindparam("new_version"),
+        updated_at=bindparam("now"),
+        manifest=bindparam("m_body"),
+        manifest_counter=bindparam("m_counter"),
+        manifest_key=bindparam("m_key"),
+        manifest_mac=bindparam("m_mac"),
+    )
 )
 _ADVANCE_SECRET_DESCRIBED = _ADVANCE_SECRET.values(description=bindparam("new_description"))
 
@@ -291,8 +406,13 @@ def add_version(
     now: datetime,
     description: str | None,
     keep_versions: int,
+    manifest: StoredManifest,
 ) -> None:
-    """Write version ``version`` as current; the old current becomes previous; prune history."""
+    """Write version ``version`` as current; the old current becomes previous; prune history.
+
+    ``manifest`` is written in the same statement that moves ``current_version``, as the
+    schema's trigger requires.
+    """
     conn.execute(
         _INSERT_VERSION,
         [
@@ -314,13 +434,31 @@ def add_version(
     )
     if secret.current_version:
         conn.execute(_MARK_PREVIOUS, {"sid": secret.id, "old_version": secret.current_version})
-    if version > keep_versions:
-        destroy_versions_before(conn, secret.id, version - keep_versions + 1)
-    params: dict[str, object] = {"sid": secret.id, "new_version": version, "now": now}
+    if kept_from(version, keep_versions) > 1:
+        destroy_versions_before(conn, secret.id, kept_from(version, keep_versions))
+    params: dict[str, object] = {
+        "sid": secret.id, "new_version": version, "now": now, "m_body": manifest.body,
+        "m_counter": manifest.counter, "m_key": manifest.key, "m_mac": manifest.mac,
+    }  # fmt: skip
     if description is None:
         conn.execute(_ADVANCE_SECRET, params)
     else:
         conn.execute(_ADVANCE_SECRET_DESCRIBED, {**params, "new_description": description})
+
+
+def kept_from(version: int, keep_versions: int) -> int:
+    """The oldest version whose values a write of ``version`` keeps (older ones are destroyed)."""
+    return max(1, version - keep_versions + 1)
+
+
+def live_rows(conn: Connection, secret_id: int) -> list[VersionRow]:
+    """Every row of the secret that still holds a value, by version and key."""
+    rows = conn.execute(
+        select(*_VERSION_COLUMNS)
+        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.ciphertext.is_not(None))
+        .order_by(secret_versions.c.version, secret_versions.c.key)
+    )
+    return [VersionRow(**row._mapping) for row in rows]
 
 
 def destroy_versions_before(conn: Connection, secret_id: int, version: int) -> int:
@@ -597,6 +735,18 @@ _ADVANCE_HEAD = (
 def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (see append_audits)."""
     return append_audits(conn, [event], key=key)[0]
+
+
+_HEAD_SEQ = select(audit_head.c.seq).where(audit_head.c.id == 1)
+
+
+def audit_position(conn: Connection) -> int:
+    """The sequence number of the last event, as this transaction knows it (its own appends
+    included): every event this transaction appends from now on comes after it."""
+    cached = conn.info.get(_HEAD_CACHE)
+    if cached is not None and cached[0] is conn.get_transaction():
+        return int(cached[1])
+    return int(conn.execute(_HEAD_SEQ).scalar_one())
 
 
 def lock_audit_head(conn: Connection) -> ChainHead:

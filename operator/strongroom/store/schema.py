@@ -3,7 +3,8 @@
 Column names that outside tools look at are fixed by DESIGN.md: ``secret_versions``
 (``ciphertext``, ``nonce``, ``salt``, ``data_key_id``) and ``audit_events``. Nothing here ever
 holds a value in clear: ``ciphertext`` is AES-256-GCM output and ``data_keys.wrapped_seed`` and
-``audit_keys.wrapped_seed`` are KEK output. The audit chain's format is :mod:`strongroom.audit`'s.
+``audit_keys.wrapped_seed`` are KEK output. The audit chain's format is :mod:`strongroom.audit`'s,
+the ``secrets.manifest*`` columns' is :mod:`strongroom.crypto.manifest`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+
+from strongroom.audit import SECRET_WRITES
 
 metadata = MetaData(
     naming_convention={
@@ -33,6 +37,7 @@ metadata = MetaData(
 )
 
 Tz = DateTime(timezone=True)
+Seq = BigInteger().with_variant(Integer, "sqlite")
 
 data_keys = Table(
     "data_keys",
@@ -56,6 +61,12 @@ secrets = Table(
     Column("current_version", Integer, nullable=False, default=0),
     Column("created_at", Tz, nullable=False),
     Column("updated_at", Tz, nullable=False),
+    # The manifest (schema 0003): NULL only in a store not yet opened by a Strongroom that
+    # writes them. A trigger refuses to move current_version without changing manifest_mac.
+    Column("manifest", Text, nullable=True),
+    Column("manifest_counter", Seq, nullable=True),
+    Column("manifest_key", String(40), nullable=True),
+    Column("manifest_mac", String(64), nullable=True),
     UniqueConstraint("namespace", "name", name="uq_secrets_namespace_name"),
 )
 
@@ -81,9 +92,7 @@ secret_versions = Table(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
-    ),
+    Column("seq", Seq, primary_key=True, autoincrement=False),
     Column("time", Tz, nullable=False),
     Column("actor", String(255), nullable=False),
     Column("action", String(64), nullable=False),
@@ -95,6 +104,21 @@ audit_events = Table(
     Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# The successful writes of each secret, newest first, without indexing every read's event.
+# The predicate is written out, not bound: SQLite uses a partial index only for a query whose
+# WHERE repeats its terms literally (repository.recent_writes does).
+SECRET_WRITES_WHERE = "action IN ({}) AND outcome = 'ok'".format(
+    ", ".join(f"'{action}'" for action in SECRET_WRITES)
+)
+Index(
+    "ix_audit_events_writes",
+    audit_events.c.namespace,
+    audit_events.c.name,
+    audit_events.c.seq,
+    sqlite_where=text(SECRET_WRITES_WHERE),
+    postgresql_where=text(SECRET_WRITES_WHERE),
 )
 
 audit_head = Table(
