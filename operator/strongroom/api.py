@@ -220,7 +220,8 @@ class Strongroom:
                     raise
                 result, event, failed = None, failure(exc), exc
             events = event if isinstance(event, list) else [] if event is None else [event]
-            repo.append_audits(conn, events, key=key)
+            # A write appends its own event first (its manifest names the event's place).
+            repo.append_audits(conn, [one for one in events if not one.seq], key=key)
             return result, events, failed
 
         try:
@@ -290,7 +291,7 @@ class Strongroom:
         # the KEK), which must not nest inside SQLite's write lock.
         write_key = self.data_keys.for_write()
 
-        def body(conn: Connection) -> tuple[int, AuditEvent]:
+        def body(conn: Connection) -> tuple[int, list[AuditEvent]]:
             return self._write_version(
                 conn, namespace, name, encoded, write_key, removed=removed, replace=replace,
                 if_absent=if_absent, description=description, actor=actor, touched=touched,
@@ -359,13 +360,13 @@ class Strongroom:
                     break
                 encoded = self._encode_all(new, set())
                 try:
-                    version, written = self._write_version(
+                    version, events = self._write_version(
                         conn, namespace, name, encoded, write_key, actor=actor,
                         touched=",".join(sorted(encoded)), expect=None if last else seen,
+                        audit_first=events,
                     )  # fmt: skip
                 except _VersionMoved:
                     continue
-                events.append(written)
                 current.update(new)
                 break
             if not version:
@@ -400,11 +401,14 @@ class Strongroom:
         actor: str | None,
         touched: str,
         expect: int | None = None,
-    ) -> tuple[int, AuditEvent]:
+        audit_first: Iterable[AuditEvent] = (),
+    ) -> tuple[int, list[AuditEvent]]:
         """The next version of ``namespace/name`` inside the caller's transaction.
 
         ``expect``: the current version the caller based its values on; if another writer
         has moved it by the time the row is locked, :class:`_VersionMoved` (row still locked).
+        Returns the version and the audit events, already appended: ``audit_first``, then the
+        write's own, whose place in the chain the new manifest records.
         """
         removed = removed or set()
         data_key_id, seed = write_key
@@ -418,7 +422,8 @@ class Strongroom:
         plain: dict[str, bytes] = {}
         previous = None
         if not secret.current_version:
-            self.manifests.check_absent(conn, namespace, name)
+            if expect != 0:  # (resolve has just asked, in this transaction)
+                self.manifests.check_absent(conn, namespace, name)
         else:
             # What the new version builds on must be what the manifest says, or a removed row
             # would silently drop out of it (and a set-back version would come back).
@@ -445,20 +450,21 @@ class Strongroom:
                 )
             )  # fmt: skip
         who = actor or self.settings.actor
+        event = self._event(
+            "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
+            version=version,
+        )  # fmt: skip
+        placed = repo.append_audits(conn, [*audit_first, event], key=self.audit_key.current())
         manifest = self.manifests.for_version(
-            conn, secret, previous, version, rows, keep_versions=self.settings.keep_versions,
-            write_key=write_key,
+            secret, previous, version, rows, event=placed[-1],
+            keep_versions=self.settings.keep_versions, write_key=write_key,
         )  # fmt: skip
         repo.add_version(
             conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
             description=description, keep_versions=self.settings.keep_versions,
             manifest=manifest,
         )  # fmt: skip
-        event = self._event(
-            "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
-            version=version,
-        )  # fmt: skip
-        return version, event
+        return version, placed
 
     def get(
         self,
@@ -650,24 +656,24 @@ class Strongroom:
         """
 
         def body(conn: Connection) -> tuple[int, AuditEvent | None]:
-            secret = self._require(conn, namespace, name, lock=True)
+            secret = self._require(conn, namespace, name)
             if secret.current_version <= 1 or datetime.now(UTC) - _aware(secret.updated_at) < grace:
                 return 0, None
+            if conn.dialect.name != "sqlite":  # the manifest is rewritten from what is read now
+                secret = self._require(conn, namespace, name, lock=True)
             manifest = self.manifests.open(conn, secret)
             if len(manifest.versions) == 1:  # nothing but the current version holds values
                 return 0, None
             destroyed = repo.destroy_versions_before(conn, secret.id, secret.current_version)
-            renewed = self.manifests.after_destroy(conn, secret, manifest)
-            repo.write_manifest(conn, secret.id, renewed, replaces=secret.manifest_mac)
-            return destroyed, self._event(
-                "secret.destroy",
-                Outcome.OK,
-                actor=actor,
-                namespace=namespace,
-                name=name,
+            event = self._event(
+                "secret.destroy", Outcome.OK, actor=actor, namespace=namespace, name=name,
                 version=secret.current_version - 1,
                 detail=f"versions before {secret.current_version} destroyed after {grace}",
-            )
+            )  # fmt: skip
+            placed = repo.append_audit(conn, event, key=self.audit_key.current())
+            renewed = self.manifests.after_destroy(conn, secret, manifest, event=placed)
+            repo.write_manifest(conn, secret.id, renewed, replaces=secret.manifest_mac)
+            return destroyed, placed
 
         return self._audited(
             body,

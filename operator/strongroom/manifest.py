@@ -16,19 +16,21 @@ manifests existed. A deleted secret's manifest goes with its row.
 2. the rows of the version read: a live version's rows must give its digest (a row deleted,
    added, or put back from an earlier life of the secret fails); a version the manifest does
    not list must hold no value (a destroyed version restored fails);
-3. the counter against the audit chain. The counter is the chain's sequence number when the
-   manifest was written, and each change to a secret appends an event (``SECRET_WRITES``) after
-   it in the same transaction, so exactly one such event of this secret lies after the
-   counter. An older manifest put back with its rows (one secret restored from a backup) has an
-   older counter, after which the chain holds two or more: it fails. A deleted secret put back
-   fails the same way (its ``secret.delete`` event lies after), and a secret whose rows were
-   removed while the chain says it exists is an integrity failure, not "not found".
+3. the counter against the audit chain. Each change to a secret appends its event
+   (``SECRET_WRITES``: ``secret.set``, ``secret.destroy``, ``secret.delete``,
+   ``secret.manifest``) in the same transaction, and the manifest's counter is that event's
+   sequence number, so the secret's newest write in the chain must be exactly the counter.
+   An older manifest put back, with or without its rows (one secret restored from a backup),
+   names an older event: it fails. So does a deleted secret put back (its ``secret.delete``
+   is newer), and a secret whose rows were removed while the chain says it exists is an
+   integrity failure, not "not found". ``get``, ``resolve`` and ``verify`` read the newest
+   write in the same statement as the secret (one round trip, and on PostgreSQL one snapshot).
 
 Every failure is the same bare :class:`IntegrityError` as a value that fails authentication.
 
 **Where the counter's truth lives.** A counter inside the manifest alone proves nothing: an
 older manifest is as authentic as the newest. The audit chain is the store's one keyed record
-that only moves forward; the manifest is bound to a position in it, and the read asks the chain
+that only moves forward; the manifest names its place in it, and the read asks the chain
 (through an index of each secret's writes) whether anything happened to the secret since. To
 hide a rollback from that question, the later events must leave the chain, which
 ``strongroom audit verify`` reports (an event missing, a link or the head MAC not matching). A
@@ -85,6 +87,13 @@ def _entry(version: int, rows: Sequence[repo.VersionRow | repo.NewVersion]) -> L
     return LiveVersion(version, tuple(sorted(row.key for row in rows)), _digest(rows))
 
 
+def _placed(event: AuditEvent) -> int:
+    """The counter: the sequence number the write's event got in the chain."""
+    if not event.seq:
+        raise ValueError("a manifest's event must be in the chain before it is signed")
+    return event.seq
+
+
 class Manifests:
     """Checks and writes manifests inside the caller's transaction; thread-safe."""
 
@@ -114,7 +123,7 @@ class Manifests:
         a failed check is therefore made once more holding the secret's row lock, and only
         that one counts. (SQLite's write lock rules this out.)
         """
-        found = repo.read_version(conn, namespace, name, version)
+        found = repo.read_version(conn, namespace, name, version)  # newest write included
         try:
             return self._read(conn, namespace, name, version, found, lock=False)
         except IntegrityError:
@@ -128,7 +137,7 @@ class Manifests:
         namespace: str,
         name: str,
         version: int | None,
-        found: tuple[repo.SecretRow, list[repo.VersionRow]] | None,
+        found: tuple[repo.SecretRow, list[repo.VersionRow], int | None] | None,
         *,
         lock: bool,
     ) -> Checked | None:
@@ -138,14 +147,21 @@ class Manifests:
                 self.check_absent(conn, namespace, name)
                 return None
             wanted = secret.current_version if version is None else version
-            found = (secret, repo.version_rows(conn, secret.id, wanted))
-        secret, rows = found
-        wanted = secret.current_version if version is None else version
-        manifest = self.open(conn, secret)
+            rows = repo.version_rows(conn, secret.id, wanted)
+            manifest = self.open(conn, secret)
+        else:
+            secret, rows, newest = found
+            wanted = secret.current_version if version is None else version
+            manifest = self._open(conn, secret, newest)
         return secret, rows, manifest, self.match(manifest, wanted, rows)
 
     def open(self, conn: Connection, secret: repo.SecretRow) -> Manifest:
         """The secret's manifest, authenticated and checked against the audit chain."""
+        newest = repo.newest_write(conn, secret.namespace, secret.name)
+        return self._open(conn, secret, None if newest is None else newest.seq)
+
+    def _open(self, conn: Connection, secret: repo.SecretRow, newest: int | None) -> Manifest:
+        """``newest``: the sequence number of the secret's newest write in the chain."""
         if (
             secret.manifest is None
             or secret.manifest_counter is None
@@ -158,12 +174,7 @@ class Manifests:
             name=secret.name, version=secret.current_version, data_key_id=secret.manifest_key,
             counter=secret.manifest_counter, body=secret.manifest, mac=secret.manifest_mac,
         )  # fmt: skip
-        writes = repo.recent_writes(conn, secret.namespace, secret.name)
-        if (
-            not writes
-            or writes[0].seq <= manifest.counter
-            or (len(writes) > 1 and writes[1].seq > manifest.counter)
-        ):
+        if newest != manifest.counter:  # written by another event than the secret's newest write
             raise IntegrityError(BROKEN)
         return manifest
 
@@ -184,8 +195,8 @@ class Manifests:
 
     def check_absent(self, conn: Connection, namespace: str, name: str) -> None:
         """There is no such secret: unless the chain says it exists (its rows were removed)."""
-        writes = repo.recent_writes(conn, namespace, name)
-        if writes and writes[0].action != _DELETE:
+        newest = repo.newest_write(conn, namespace, name)
+        if newest is not None and newest.action != _DELETE:
             raise IntegrityError(BROKEN)
 
     def check_all(
@@ -205,28 +216,30 @@ class Manifests:
 
     def for_version(
         self,
-        conn: Connection,
         secret: repo.SecretRow,
         previous: Manifest | None,
         version: int,
         rows: Sequence[repo.NewVersion],
         *,
+        event: AuditEvent,
         keep_versions: int,
         write_key: tuple[str, bytes],
     ) -> repo.StoredManifest:
-        """The manifest of a new current ``version``: the previous one's kept versions, plus it."""
+        """The manifest of a new current ``version``: the previous one's kept versions, plus
+        it; ``event`` is the write's audit event, already in the chain."""
         kept = repo.kept_from(version, keep_versions)
         entries = [e for e in previous.versions if e.version >= kept] if previous else []
         entries.append(_entry(version, rows))
-        counter = repo.audit_position(conn)
-        return self._sign(secret, Manifest(tuple(entries), counter), write_key[0], write_key[1])
+        manifest = Manifest(tuple(entries), _placed(event))
+        return self._sign(secret, manifest, write_key[0], write_key[1])
 
     def after_destroy(
-        self, conn: Connection, secret: repo.SecretRow, manifest: Manifest
+        self, conn: Connection, secret: repo.SecretRow, manifest: Manifest, *, event: AuditEvent
     ) -> repo.StoredManifest:
-        """Only the current version left; under the same data key as before."""
+        """Only the current version left, under the same data key as before; ``event`` is the
+        destroy's audit event, already in the chain."""
         assert secret.manifest_key is not None  # noqa: S101 - opened before
-        renewed = Manifest((manifest.current,), repo.audit_position(conn))
+        renewed = Manifest((manifest.current,), _placed(event))
         return self._sign_with(secret, renewed, secret.manifest_key,
                                self._mac_key(conn, secret.manifest_key))  # fmt: skip
 
@@ -295,7 +308,8 @@ class Manifests:
 
     @staticmethod
     def _begun(conn: Connection) -> bool:
-        return any(write.action == MANIFESTS_BEGIN for write in repo.recent_writes(conn, "", ""))
+        newest = repo.newest_write(conn, "", "")  # the only write without a secret's name
+        return newest is not None and newest.action == MANIFESTS_BEGIN
 
     def _begin(self, chain: ChainKey, write_key: tuple[str, bytes] | None) -> bool:
         """Manifests for every secret written before them, and the event that says so.
@@ -309,29 +323,31 @@ class Manifests:
             legacy = repo.unmanifested_secrets(conn)
             if legacy and write_key is None:
                 return False
-            counter = repo.audit_position(conn)
             now = datetime.now(UTC)
-            events: list[AuditEvent] = []
+            given: list[tuple[repo.SecretRow, tuple[LiveVersion, ...]]] = []
             for secret in legacy:
                 rows = repo.live_rows(conn, secret.id)
                 entries = tuple(
                     _entry(version, list(group))
                     for version, group in groupby(rows, key=lambda row: row.version)
                 )
-                if not entries or entries[-1].version != secret.current_version:
-                    continue  # its current values are gone: it stays unreadable (no manifest)
-                assert write_key is not None  # noqa: S101 - checked above
-                stored = self._sign(secret, Manifest(entries, counter), *write_key)
-                repo.write_manifest(conn, secret.id, stored, replaces=None)
-                events.append(AuditEvent(
-                    time=now, actor=self._actor, action=MANIFEST_ACTION, outcome=Outcome.OK,
-                    namespace=secret.namespace, name=secret.name, version=secret.current_version,
-                    detail="manifest for a secret written before manifests",
-                ))  # fmt: skip
+                if entries and entries[-1].version == secret.current_version:
+                    given.append((secret, entries))
+                # else its current values are gone: it stays unreadable (no manifest)
+            events = [AuditEvent(
+                time=now, actor=self._actor, action=MANIFEST_ACTION, outcome=Outcome.OK,
+                namespace=secret.namespace, name=secret.name, version=secret.current_version,
+                detail="manifest for a secret written before manifests",
+            ) for secret, _entries in given]  # fmt: skip
             events.append(AuditEvent(
                 time=now, actor=self._actor, action=MANIFESTS_BEGIN, outcome=Outcome.OK,
-                detail=f"every secret has a manifest from here on; {len(events)} written "
+                detail=f"every secret has a manifest from here on; {len(given)} written "
                        "before were given one",
             ))  # fmt: skip
-            repo.append_audits(conn, events, key=chain)
+            placed = repo.append_audits(conn, events, key=chain)
+            for (secret, entries), event in zip(given, placed, strict=False):
+                assert write_key is not None  # noqa: S101 - checked above
+                manifest = Manifest(entries, _placed(event))
+                repo.write_manifest(conn, secret.id, self._sign(secret, manifest, *write_key),
+                                    replaces=None)  # fmt: skip
         return True

@@ -392,13 +392,24 @@ def test_a_writer_from_before_manifests_is_refused(db_url: str, attacker: Engine
         assert room.get("ns", "db").data == {"password": "p1"}
 
 
-def test_the_check_reads_an_index_of_writes_not_the_whole_log(sqlite_url: str) -> None:
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        pytest.param(repo._NEWEST_WRITE, {}, id="newest-write"),
+        pytest.param(repo._READ_VERSION, {"version": None}, id="read-with-newest-write"),
+    ],
+)
+def test_the_check_reads_an_index_of_writes_not_the_whole_log(
+    sqlite_url: str, statement: Any, params: dict[str, object]
+) -> None:
     """The per-read question to the chain must stay cheap however long the log grows."""
     with Strongroom.open(make_settings(sqlite_url)) as room:
         room.set("ns", "db", {"password": "p1"})
         with room.engine.connect() as conn:
-            compiled = repo._RECENT_WRITES.compile(conn)
-            bound = compiled.construct_params({"namespace": "ns", "name": "db"})
+            compiled = statement.compile(conn)
+            bound = compiled.construct_params({"namespace": "ns", "name": "db", **params})
             positional = tuple(bound[name] for name in compiled.positiontup or ())
             plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional).all()
-    assert "USING INDEX ix_audit_events_writes" in " ".join(str(row[-1]) for row in plan)
+    steps = " | ".join(str(row[-1]) for row in plan)
+    assert "audit_events USING" in steps and "INDEX ix_audit_events_writes" in steps, steps
+    assert "SCAN audit_events" not in steps, steps

@@ -69,6 +69,25 @@ def test_previous_versions_stay_readable_until_pruned(db_url: str) -> None:
         assert states == {4: "current", 3: "previous", 2: "destroyed", 1: "destroyed"}
 
 
+def test_retiring_previous_versions_destroys_them_and_keeps_the_secret_usable(
+    room: Strongroom,
+) -> None:
+    from datetime import timedelta
+
+    room.set("ns", "s", {"k": "v1"})
+    room.set("ns", "s", {"k": "v2"})
+    assert room.retire_previous("ns", "s", grace=timedelta(hours=1)) == 0  # not yet
+    assert room.retire_previous("ns", "s", grace=timedelta(0)) == 1
+    assert room.retire_previous("ns", "s", grace=timedelta(0)) == 0  # nothing left to destroy
+    with pytest.raises(NotFound, match="destroyed"):
+        room.get("ns", "s", version=1)
+    room.set("ns", "s", {"k2": "x"})
+    assert room.get("ns", "s").data == {"k": "v2", "k2": "x"}
+    assert room.get("ns", "s", version=2).data == {"k": "v2"}
+    assert [e.action for e in room.audit_events()].count("secret.destroy") == 1
+    assert room.audit_verify().ok
+
+
 def test_list_shows_names_and_keys_only(room: Strongroom) -> None:
     room.set("a", "one", {"k1": "v"})
     room.set("b", "two", {"k2": "v", "k3": "v"}, description="billing")

@@ -12,7 +12,8 @@ Stored format (version 1), four columns of the secret's ``secrets`` row::
     manifest          body = canonical JSON [[version, [key, ...], rows_digest], ...]
                       one entry per live version (its values still stored), ascending; the
                       last is the current version
-    manifest_counter  counter: the audit chain's sequence number when the manifest was written
+    manifest_counter  counter: the sequence number, in the audit chain, of the event that
+                      recorded the write of this manifest
     manifest_key      data_key_id: the data key the MAC is under
     manifest_mac      hex HMAC-SHA256(K, MSG)
 

@@ -225,22 +225,26 @@ class Write:
     action: str
 
 
-_RECENT_WRITES = (
-    select(audit_events.c.seq, audit_events.c.action)
-    .where(
-        audit_events.c.namespace == bindparam("namespace"),
-        audit_events.c.name == bindparam("name"),
+def _writes_of(namespace: Any, name: Any) -> Any:
+    # The predicate is the index's, written out (see schema.SECRET_WRITES_WHERE).
+    return and_(
+        audit_events.c.namespace == namespace, audit_events.c.name == name,
         text(SECRET_WRITES_WHERE),
-    )
+    )  # fmt: skip
+
+
+_NEWEST_WRITE = (
+    select(audit_events.c.seq, audit_events.c.action)
+    .where(_writes_of(bindparam("namespace"), bindparam("name")))
     .order_by(audit_events.c.seq.desc())
-    .limit(2)
+    .limit(1)
 )
 
 
-def recent_writes(conn: Connection, namespace: str, name: str) -> list[Write]:
-    """The two newest writes of ``namespace/name`` recorded in the audit chain, newest first."""
-    rows = conn.execute(_RECENT_WRITES, {"namespace": namespace, "name": name})
-    return [Write(int(seq), str(action)) for seq, action in rows]
+def newest_write(conn: Connection, namespace: str, name: str) -> Write | None:
+    """The newest write of ``namespace/name`` recorded in the audit chain."""
+    row = conn.execute(_NEWEST_WRITE, {"namespace": namespace, "name": name}).first()
+    return None if row is None else Write(int(row.seq), str(row.action))
 
 
 def lock_secret(
@@ -364,8 +368,19 @@ _ADVANCE_SECRET = (
 _ADVANCE_SECRET_DESCRIBED = _ADVANCE_SECRET.values(description=bindparam("new_description"))
 
 
+# The newest write of the secret, in the same statement (and so the same snapshot) as the
+# manifest it is compared with: on PostgreSQL a second statement could see a later write.
+_NEWEST_WRITE_OF_SECRET = (
+    select(func.max(audit_events.c.seq))
+    .where(_writes_of(secrets.c.namespace, secrets.c.name))
+    .scalar_subquery()
+)
 _READ_VERSION = (
-    select(*_SECRET_COLUMNS, *(c.label(f"v_{c.name}") for c in _VERSION_COLUMNS))
+    select(
+        *_SECRET_COLUMNS,
+        _NEWEST_WRITE_OF_SECRET.label("newest_write"),
+        *(c.label(f"v_{c.name}") for c in _VERSION_COLUMNS),
+    )
     .join(secret_versions, secret_versions.c.secret_id == secrets.c.id)
     .where(
         secrets.c.namespace == bindparam("namespace"),
@@ -379,16 +394,22 @@ _READ_VERSION = (
 
 def read_version(
     conn: Connection, namespace: str, name: str, version: int | None
-) -> tuple[SecretRow, list[VersionRow]] | None:
-    """A secret and the rows of one version (default: current) in one round trip."""
+) -> tuple[SecretRow, list[VersionRow], int | None] | None:
+    """A secret, the rows of one version (default: current) and the sequence number of the
+    secret's newest write in the audit chain, in one round trip."""
     rows = conn.execute(
         _READ_VERSION, {"namespace": namespace, "name": name, "version": version}
     ).all()
     if not rows:
         return None
-    secret = SecretRow(*(rows[0][i] for i in range(len(_SECRET_COLUMNS))))
     offset = len(_SECRET_COLUMNS)
-    return secret, [VersionRow(*row[offset:]) for row in rows]
+    secret = SecretRow(*(rows[0][i] for i in range(offset)))
+    newest = rows[0][offset]
+    return (
+        secret,
+        [VersionRow(*row[offset + 1 :]) for row in rows],
+        None if newest is None else int(newest),
+    )
 
 
 def version_rows(conn: Connection, secret_id: int, version: int) -> list[VersionRow]:
@@ -735,18 +756,6 @@ _ADVANCE_HEAD = (
 def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (see append_audits)."""
     return append_audits(conn, [event], key=key)[0]
-
-
-_HEAD_SEQ = select(audit_head.c.seq).where(audit_head.c.id == 1)
-
-
-def audit_position(conn: Connection) -> int:
-    """The sequence number of the last event, as this transaction knows it (its own appends
-    included): every event this transaction appends from now on comes after it."""
-    cached = conn.info.get(_HEAD_CACHE)
-    if cached is not None and cached[0] is conn.get_transaction():
-        return int(cached[1])
-    return int(conn.execute(_HEAD_SEQ).scalar_one())
 
 
 def lock_audit_head(conn: Connection) -> ChainHead:

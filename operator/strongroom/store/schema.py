@@ -108,7 +108,7 @@ audit_events = Table(
 
 # The successful writes of each secret, newest first, without indexing every read's event.
 # The predicate is written out, not bound: SQLite uses a partial index only for a query whose
-# WHERE repeats its terms literally (repository.recent_writes does).
+# WHERE repeats its terms literally (repository's queries of writes do).
 SECRET_WRITES_WHERE = "action IN ({}) AND outcome = 'ok'".format(
     ", ".join(f"'{action}'" for action in SECRET_WRITES)
 )
