@@ -118,10 +118,11 @@ class Manifests:
     ) -> Checked | None:
         """A secret's version (default: current) checked against its manifest.
 
-        None when there is no such secret and the audit chain agrees. On PostgreSQL a writer
-        may commit between this transaction's statements (the manifest read, then the chain);
-        a failed check is therefore made once more holding the secret's row lock, and only
-        that one counts. (SQLite's write lock rules this out.)
+        None when there is no such secret and the audit chain agrees. The secret, the rows and
+        its newest write come from one statement, so one snapshot; when that finds no rows,
+        the rest takes more statements, and on PostgreSQL a writer may commit between them. A
+        failed check is therefore made once more holding the secret's row lock, and only that
+        one counts. (SQLite's write lock rules the race out.)
         """
         found = repo.read_version(conn, namespace, name, version)  # newest write included
         try:
