@@ -642,8 +642,10 @@ class Strongroom:
         try:
             self.manifests.check_absent(conn, namespace, name)
         except IntegrityError:
-            return self._event("secret.delete", Outcome.OK, actor=actor, namespace=namespace,
-                               name=name, detail="its rows had been removed from the database")  # fmt: skip
+            return self._event(
+                "secret.delete", Outcome.OK, actor=actor, namespace=namespace, name=name,
+                detail="its rows had been removed from the database",
+            )  # fmt: skip
         raise NotFound(f"secret {namespace}/{name} not found")
 
     def retire_previous(

@@ -81,7 +81,8 @@ def test_the_rows_digest_ignores_order_and_sees_every_field() -> None:
     for i in range(4):  # key, data key, salt, nonce
         changed = list(ROWS[0])
         changed[i] = "x" if isinstance(changed[i], str) else b"x" * 32
-        assert rows_digest([tuple(changed), ROWS[1]]) != rows_digest(ROWS)  # type: ignore[list-item]
+        one = tuple(changed)
+        assert rows_digest([one, ROWS[1]]) != rows_digest(ROWS)  # type: ignore[list-item]
     destroyed = ("password", "dk-1", None, None)
     assert rows_digest([destroyed]) != rows_digest(ROWS[:1])
 
