@@ -383,6 +383,25 @@ def test_secrets_written_before_manifests_get_one_and_are_protected_from_then_on
         _all_reads_refused(room, "api", "token")
 
 
+def test_a_downgrade_below_manifests_keeps_every_value(db_url: str, attacker: Engine) -> None:
+    """The downgrade drops the manifest columns in place (a copy of the secrets table, on
+    SQLite, would have cascaded to every version row). Upgrading again cannot tell the
+    manifests' absence from an attacker's deletion: the secrets are refused, as documented."""
+    with Strongroom.open(make_settings(db_url)) as room:
+        room.set("ns", "db", {"password": "p1"})
+        room.set("ns", "db", {"password": "p2"})
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = attacker
+    command.downgrade(cfg, "0002")
+    with attacker.connect() as conn:
+        count = conn.execute(text("SELECT COUNT(*) FROM secret_versions")).scalar_one()
+        assert count == 2
+    command.upgrade(cfg, "head")
+    with Strongroom.open(make_settings(db_url)) as room:
+        _refused(lambda: room.get("ns", "db"))
+
+
 def test_a_writer_from_before_manifests_is_refused(db_url: str, attacker: Engine) -> None:
     """What a Strongroom older than schema 0003 does: move the version, manifest untouched."""
     with Strongroom.open(make_settings(db_url)) as room:
@@ -395,18 +414,18 @@ def test_a_writer_from_before_manifests_is_refused(db_url: str, attacker: Engine
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
-        pytest.param(repo._NEWEST_WRITE, {}, id="newest-write"),
-        pytest.param(repo._READ_VERSION, {"version": None}, id="read-with-newest-write"),
+        pytest.param("_NEWEST_WRITE", {}, id="newest-write"),
+        pytest.param("_READ_VERSION", {"version": None}, id="read-with-newest-write"),
     ],
 )
 def test_the_check_reads_an_index_of_writes_not_the_whole_log(
-    sqlite_url: str, statement: Any, params: dict[str, object]
+    sqlite_url: str, statement: str, params: dict[str, object]
 ) -> None:
     """The per-read question to the chain must stay cheap however long the log grows."""
     with Strongroom.open(make_settings(sqlite_url)) as room:
         room.set("ns", "db", {"password": "p1"})
         with room.engine.connect() as conn:
-            compiled = statement.compile(conn)
+            compiled = getattr(repo, statement).compile(conn)
             bound = compiled.construct_params({"namespace": "ns", "name": "db", **params})
             positional = tuple(bound[name] for name in compiled.positiontup or ())
             plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional).all()

@@ -75,6 +75,8 @@ def downgrade() -> None:
     if postgres:
         op.execute("DROP FUNCTION strongroom_secret_unmanifested()")
     op.drop_index("ix_audit_events_writes", table_name="audit_events")
-    with op.batch_alter_table("secrets") as batch:
-        for column in ("manifest_mac", "manifest_key", "manifest_counter", "manifest"):
-            batch.drop_column(column)
+    # Not a batch (copy and move) on SQLite: dropping the old secrets table would cascade to
+    # every secret_versions row, foreign keys being on. SQLite drops a plain column in place
+    # since 3.35.
+    for column in ("manifest_mac", "manifest_key", "manifest_counter", "manifest"):
+        op.execute(f"ALTER TABLE secrets DROP COLUMN {column}")
