@@ -113,11 +113,16 @@ class Limits:
     """Bounds on what the store accepts, so one bad write cannot bloat every sync."""
 
     max_name_length: int = 253
-    """Longest namespace or secret name (Kubernetes' own limit for object names)."""
+    """Longest secret name (Kubernetes' limit for object names, 253) or namespace (never more
+    than a Kubernetes namespace's 63). A limit above Kubernetes' own has no effect."""
     max_key_length: int = 253
-    """Longest key within a secret (Kubernetes' limit for Secret data keys)."""
+    """Longest key within a secret (Kubernetes' limit for Secret data keys, 253)."""
     max_value_bytes: int = 1 << 20
     """Largest JSON-encoded value; Kubernetes Secrets cannot exceed 1 MiB in total."""
+    max_secret_bytes: int = 1 << 20
+    """Largest secret: its keys and JSON values together (a Secret holds at most 1 MiB)."""
+    max_json_depth: int = 64
+    """Deepest nesting of objects and lists in a value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +177,10 @@ class Settings:
                 max_value_bytes=_read(
                     env, "STRONGROOM_MAX_VALUE_BYTES", parse_positive_int, 1 << 20
                 ),
+                max_secret_bytes=_read(
+                    env, "STRONGROOM_MAX_SECRET_BYTES", parse_positive_int, 1 << 20
+                ),
+                max_json_depth=_read(env, "STRONGROOM_MAX_JSON_DEPTH", parse_positive_int, 64),
             ),
             data_keys=DataKeyPolicy(
                 max_uses=_read(env, "STRONGROOM_SEED_MAX_USES", parse_positive_int, 1_000_000),
