@@ -3,6 +3,14 @@
 Errors are one line on stderr and a non-zero exit (1: failed, 2: bad usage), never a
 traceback (set STRONGROOM_DEBUG=1 to get one for an unexpected failure). Values are printed
 only by ``secret get``; everything else shows names, versions and masked values.
+
+Every line printed is made of text passed through :func:`strongroom.validate.printable` (or
+JSON escaped the same way): a newline or a terminal escape in a name, an actor, a message or
+an audit detail shows as ``\\n`` or ``\\x1b``, so it cannot forge a line of ``audit tail`` or
+drive the terminal. The one exception is the value ``secret get`` prints, which is the
+secret's own bytes (``--json`` prints it escaped). A usage error names the options and
+commands the parser defines, never what was typed where a value may stand (argparse's own
+messages quote it: ``unrecognized arguments: --bogus pw=hunter2``).
 """
 
 from __future__ import annotations
@@ -10,14 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets as pysecrets
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from strongroom import values
+from strongroom import validate, values
 from strongroom.api import Strongroom
 from strongroom.config import KekSpec, Settings
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
@@ -29,6 +38,31 @@ Handler = Callable[[argparse.Namespace], int]
 
 class UsageError(StrongroomError):
     """Bad arguments found after parsing (exit 2, like argparse's own)."""
+
+
+class _BadUsage(Exception):  # noqa: N818 - a signal from the parser to main(), never seen outside
+    """argparse found the command line malformed; main() prints it without the typed values."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that its errors go to main() to be printed without argument values."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadUsage(self, message)
+
+
+def _say(*parts: object, file: Any = None) -> None:
+    """Print one line, each part escaped (:func:`strongroom.validate.printable`)."""
+    print("".join(validate.printable(part) for part in parts), file=file or sys.stdout)
+
+
+def _say_json(doc: Any, **options: Any) -> None:
+    print(validate.printable_json(json.dumps(doc, ensure_ascii=False, **options)))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,7 +82,8 @@ def _open(args: argparse.Namespace) -> Strongroom:
 def _ref(text: str) -> tuple[str, str]:
     namespace, sep, name = text.partition("/")
     if not sep or not namespace or not name or "/" in name:
-        raise UsageError(f"{text!r} is not NAMESPACE/NAME")
+        # Not echoed: a value typed where the reference belongs must not reach the terminal.
+        raise UsageError("the secret must be given as NAMESPACE/NAME (one '/')")
     return namespace, name
 
 
@@ -69,9 +104,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if before == after:
-        print(f"database schema already at {after}")
+        _say(f"database schema already at {after}")
     else:
-        print(f"database schema upgraded from {before or 'empty'} to {after}")
+        _say(f"database schema upgraded from {before or 'empty'} to {after}")
     return 0
 
 
@@ -80,7 +115,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for item in args.assignments:
+    for number, item in enumerate(args.assignments, start=1):
+        # Errors name the assignment by position, never by its text: it may be the value.
         if ":=" in item and ("=" not in item or item.index(":=") < item.index("=")):
             key, _, raw = item.partition(":=")
             try:
@@ -89,13 +125,18 @@ def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError(
                     f"{key}:= needs a JSON value (e.g. {key}:='{{\"a\": 1}}')"
                 ) from None
+            except RecursionError:  # json's parser recurses; the validator's limit is lower
+                raise ValidationError(
+                    f"value of key {key!r}: a value nests objects or lists too deeply"
+                ) from None
         elif "=" in item:
             key, _, raw = item.partition("=")
             data[key] = raw
         else:
-            raise UsageError(f"{item!r} is not KEY=VALUE or KEY:=JSON")
+            raise UsageError(f"assignment {number} is not KEY=VALUE or KEY:=JSON (not shown: "
+                             "it may be a value)")  # fmt: skip
         if not key:
-            raise UsageError(f"{item!r} has an empty key")
+            raise UsageError(f"assignment {number} has an empty key")
     for item in args.from_file or []:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
@@ -127,7 +168,7 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
             replace=args.replace,
             description=args.description,
         )
-    print(f"{namespace}/{name}: version {version}")
+    _say(namespace, "/", name, f": version {version}")
     return 0
 
 
@@ -142,13 +183,13 @@ def cmd_secret_get(args: argparse.Namespace) -> int:
             "version": secret.version,
             "data": dict(secret.data),
         }
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _say_json(doc, indent=2)
     elif args.key is not None:
         text = values.render(secret.data[args.key])
         sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
     else:
         for key, value in secret.data.items():
-            print(f"{key}={values.render(value)}")
+            print(f"{validate.printable(key)}={values.render(value)}")  # the value as stored
     return 0
 
 
@@ -167,16 +208,17 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
             }
             for info in infos
         ]
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _say_json(doc, indent=2)
         return 0
     if not infos:
         print("no secrets", file=sys.stderr)
         return 0
-    width = max(len(f"{i.namespace}/{i.name}") for i in infos)
+    refs = [validate.printable(f"{i.namespace}/{i.name}") for i in infos]
+    width = max(len(ref) for ref in refs)
     print(f"{'SECRET':<{width}}  VERSION  KEYS")
-    for info in infos:
-        keys = " ".join(f"{key}={MASK}" for key in info.keys)
-        print(f"{info.namespace + '/' + info.name:<{width}}  {info.version:<7}  {keys}")
+    for ref, info in zip(refs, infos, strict=True):
+        keys = " ".join(f"{validate.printable(key)}={MASK}" for key in info.keys)
+        print(f"{ref:<{width}}  {info.version:<7}  {keys}")
     return 0
 
 
@@ -184,7 +226,7 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
     namespace, name = _ref(args.ref)
     with _open(args) as room:
         version = room.delete(namespace, name)
-    print(f"{namespace}/{name}: deleted (was version {version})")
+    _say(namespace, "/", name, f": deleted (was version {version})")
     return 0
 
 
@@ -211,7 +253,7 @@ def cmd_secret_history(args: argparse.Namespace) -> int:
         rows = room.history(namespace, name)
     print("VERSION  STATE      CREATED                           BY")
     for version, state, by, at in rows:
-        print(f"{version:<7}  {state:<9}  {at.isoformat():<32}  {by}")
+        _say(f"{version:<7}  {state:<9}  {at.isoformat():<32}  ", by)
     return 0
 
 
@@ -231,10 +273,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 print("strongroom: the chain is not keyed yet (written before schema 0002); "
                       "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
         return 0
-    print(
-        f"strongroom: audit chain broken at event {report.first_bad_seq}: {report.reason}",
-        file=sys.stderr,
-    )
+    _say(f"strongroom: audit chain broken at event {report.first_bad_seq}: ", report.reason,
+         file=sys.stderr)  # fmt: skip
     return 1
 
 
@@ -243,34 +283,31 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
         events = room.audit_tail(args.count)
     for event in events:
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "seq": event.seq,
-                        "time": event.time.isoformat(),
-                        "actor": event.actor,
-                        "action": event.action,
-                        "namespace": event.namespace,
-                        "name": event.name,
-                        "key": event.key,
-                        "version": event.version,
-                        "outcome": event.outcome,
-                        "detail": event.detail,
-                        "hash": event.hash,
-                    },
-                    ensure_ascii=False,
-                )
+            _say_json(
+                {
+                    "seq": event.seq,
+                    "time": event.time.isoformat(),
+                    "actor": event.actor,
+                    "action": event.action,
+                    "namespace": event.namespace,
+                    "name": event.name,
+                    "key": event.key,
+                    "version": event.version,
+                    "outcome": event.outcome,
+                    "detail": event.detail,
+                    "hash": event.hash,
+                }
             )
         else:
+            # Every field escaped: the rows come from the database (and, for a refused call,
+            # from whatever the caller sent), and one line must stay one event.
             target = f"{event.namespace}/{event.name}" if event.name else event.namespace or "-"
             if event.key:
                 target += f" [{event.key}]"
             version = f" v{event.version}" if event.version is not None else ""
-            print(
-                f"{event.seq:>6} {event.time.isoformat(timespec='seconds')} {event.actor} "
-                f"{event.action} {target}{version} {event.outcome}"
-                + (f" ({event.detail})" if event.detail else "")
-            )
+            _say(f"{event.seq:>6} {event.time.isoformat(timespec='seconds')} ", event.actor, " ",
+                 event.action, " ", target, f"{version} ", event.outcome,
+                 f" ({event.detail})" if event.detail else "")  # fmt: skip
     return 0
 
 
@@ -288,15 +325,9 @@ def cmd_kek_rotate(args: argparse.Namespace) -> int:
     with _open(args) as room:
         target = keyring_for(room.settings, target_spec.provider, target_spec.key)
         report = rotate_kek(room, target)
-    print(
-        json.dumps({"rewrapped": report.rewrapped, "unchanged": report.already,
-                    "kek": report.target})
-    )  # fmt: skip
-    print(
-        f"strongroom: every data key is now wrapped by {report.target}; "
-        f"set STRONGROOM_KEK={target_spec} before the next write",
-        file=sys.stderr,
-    )
+    _say_json({"rewrapped": report.rewrapped, "unchanged": report.already, "kek": report.target})
+    _say(f"strongroom: every data key is now wrapped by {report.target}; "
+         f"set STRONGROOM_KEK={target_spec} before the next write", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -309,14 +340,14 @@ def cmd_kek_status(args: argparse.Namespace) -> int:
         usage = repo.data_key_usage(conn)
         audit_keys = repo.audit_key_rows(conn)
     print("DATA KEY                              STATE    VERSIONS  PROVIDER  KEK (VERSION)")
-    for key in keys:
+    for key in keys:  # rows of the database: escaped like any other printed text
         version = f" (v{key.kek_version})" if key.kek_version else ""
-        print(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
-              f"{key.kek_id}{version}")  # fmt: skip
+        _say(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
+             f"{key.kek_id}{version}")  # fmt: skip
     for audit_key in audit_keys:
         version = f" (v{audit_key.kek_version})" if audit_key.kek_version else ""
-        print(f"{audit_key.id:<36}  audit    -         {audit_key.provider:<8}  "
-              f"{audit_key.kek_id}{version}")  # fmt: skip
+        _say(f"{audit_key.id:<36}  audit    -         {audit_key.provider:<8}  "
+             f"{audit_key.kek_id}{version}")  # fmt: skip
     return 0
 
 
@@ -326,12 +357,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     with _open(args) as room:
         report = rekey(room, batch=args.batch)
     for failure in report.failures:
-        print(
-            f"strongroom: not re-encrypted: {failure.namespace}/{failure.name} "
-            f"[{failure.key}] v{failure.version}: {failure.reason}",
-            file=sys.stderr,
-        )
-    print(json.dumps(report.summary()))
+        _say(f"strongroom: not re-encrypted: {failure.namespace}/{failure.name} "
+             f"[{failure.key}] v{failure.version}: {failure.reason}", file=sys.stderr)  # fmt: skip
+    _say_json(report.summary())
     return 0 if report.fail == 0 else 1
 
 
@@ -339,7 +367,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="strongroom",
         description=(
             "Strongroom keeps secrets envelope-encrypted in a database and syncs them into "
@@ -476,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     return parser
 
 
-def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
     """Commands from layers that need optional dependencies (the operator)."""
     run = sub.add_parser(
         "run",
@@ -521,31 +549,102 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError("must be a positive whole number") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
+        raise argparse.ArgumentTypeError("must be a positive whole number")
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+_OPTION_NAME = re.compile(r"--?[A-Za-z][-A-Za-z0-9_]*")
+
+
+def _vocabulary(parser: argparse.ArgumentParser) -> set[str]:
+    """Every word the parser defines: option strings, command names, choices, metavars."""
+    words: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk of its tree
+        words.update(action.option_strings)
+        words.update(str(m) for m in (action.metavar, action.dest) if m)
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                words.add(command)
+                words |= _vocabulary(child)
+        elif action.choices is not None:
+            words.update(str(choice) for choice in action.choices)
+    return words
+
+
+def _without_values(message: str, argv: Iterable[str], vocabulary: set[str]) -> str:
+    """An argparse message with every piece of the command line that it quotes taken out.
+
+    argparse repeats what was typed (``invalid choice: 'pw=hunter2'``, ``ambiguous option:
+    --pa=hunter2 could match ...``, ``ignored explicit argument 'hunter2'``). Any piece of
+    argv that is neither a word the parser defines nor shaped like an option name
+    (``--bogus``, which argparse itself takes for one) is replaced by ``…``; an option typed as
+    ``--name=value`` keeps its name only.
+    """
+    pieces: set[str] = set()
+    for token in argv:
+        name, sep, value = token.partition("=")
+        if sep and _OPTION_NAME.fullmatch(name):
+            message = message.replace(token, f"{name}=…")
+            pieces.add(value)
+        elif not _OPTION_NAME.fullmatch(token):  # an option's name is shown, as argparse reads it
+            pieces.update((token, name, value) if sep else (token,))
+    for piece in sorted(pieces - vocabulary - {""}, key=len, reverse=True):
+        message = message.replace(repr(piece), "'…'")
+        message = re.sub(rf"(?<![\w.=-]){re.escape(piece)}(?![\w.=-])", "…", message)
+    return message
+
+
+def _unrecognized(extras: Sequence[str]) -> str:
+    """Unknown options by name; other stray arguments only counted (they may be values)."""
+    options = sorted({e.partition("=")[0] for e in extras if e.startswith("-")})
+    others = sum(1 for e in extras if not e.startswith("-"))
+    parts = []
+    if options:
+        parts.append(f"unrecognized option{'s' if len(options) > 1 else ''} {', '.join(options)}")
+    if others:
+        parts.append(f"{others} unexpected argument{'s' if others > 1 else ''} (not shown: "
+                     "an argument may be a value)")  # fmt: skip
+    return "; ".join(parts)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
+    """The parsed command line, or None after printing a usage error without its values."""
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    # `secret set ns/x --from-file a=PATH b=2`: argparse stops collecting positionals at the
-    # first option; assignments after it are still assignments.
-    if getattr(args, "handler", None) is cmd_secret_set and not any(
-        e.startswith("-") for e in extras
-    ):
-        args.assignments = [*args.assignments, *extras]
-    elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extras = parser.parse_known_args(given)
+        # `secret set ns/x --from-file a=PATH b=2`: argparse stops collecting positionals at
+        # the first option; assignments after it are still assignments.
+        if getattr(args, "handler", None) is cmd_secret_set and not any(
+            e.startswith("-") for e in extras
+        ):
+            args.assignments = [*args.assignments, *extras]
+        elif extras:
+            parser.error(_unrecognized(extras))
+    except _BadUsage as bad:
+        bad.parser.print_usage(sys.stderr)
+        message = _without_values(bad.message, given, _vocabulary(parser))
+        _say(bad.parser.prog, ": error: ", message, file=sys.stderr)
+        return None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    return 2 if args is None else _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
     except UsageError as exc:
-        print(f"strongroom: error: {exc}", file=sys.stderr)
+        _say("strongroom: error: ", exc, file=sys.stderr)
         return 2
     except StrongroomError as exc:
-        print(f"strongroom: error: {exc}", file=sys.stderr)
+        _say("strongroom: error: ", exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)
