@@ -66,6 +66,8 @@ def _say_json(doc: Any, **options: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.database_url is not None and not args.database_url.strip():
+        raise ConfigError("--database-url is empty: give a URL or leave the flag out")
     kek = None
     if getattr(args, "kek", None):
         try:

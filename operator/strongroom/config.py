@@ -166,7 +166,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
         settings = cls(
-            database_url=_read(env, "STRONGROOM_DATABASE_URL", str, DEFAULT_DATABASE_URL),
+            database_url=_database_url(env),
             kek=_read(env, "STRONGROOM_KEK", KekSpec.parse, KekSpec("local", "")),
             kek_previous=_read(env, "STRONGROOM_KEK_PREVIOUS", parse_kek_list, ()),
             master_key=_master_key(env),
@@ -202,6 +202,25 @@ def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default:
         return parse(raw)
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """STRONGROOM_DATABASE_URL; set but empty is a mistake, not a request for the default.
+
+    (An empty value used to fall back to ``sqlite:///strongroom.db`` and quietly start a new,
+    empty store in the working directory.) The URL's form is checked where the engine is built
+    (:func:`strongroom.store.engine.create_store_engine`).
+    """
+    raw = env.get("STRONGROOM_DATABASE_URL")
+    if raw is None:
+        return DEFAULT_DATABASE_URL
+    if not raw.strip():
+        raise ConfigError(
+            "STRONGROOM_DATABASE_URL is set but empty: give a URL such as "
+            f"sqlite:////var/lib/strongroom/strongroom.db or postgresql://user@host/db, or unset "
+            f"it for the default {DEFAULT_DATABASE_URL}"
+        )
+    return raw.strip()
 
 
 def _master_key(env: Mapping[str, str]) -> bytes | None:

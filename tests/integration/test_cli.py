@@ -280,3 +280,34 @@ def test_a_usage_error_never_repeats_an_argument_value(env: dict[str, str], args
 def test_an_unknown_option_is_still_named(env: dict[str, str]) -> None:
     result = run(env, "secret", "set", "ns/s", "k=v", "--bogus=hunter2")
     assert "unrecognized option --bogus" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        pytest.param({"STRONGROOM_DATABASE_URL": ""}, "STRONGROOM_DATABASE_URL is set but empty",
+                     id="empty-variable"),
+        pytest.param({"STRONGROOM_DATABASE_URL": " "}, "set but empty", id="blank-variable"),
+        pytest.param({"--database-url": ""}, "--database-url is empty", id="empty-flag"),
+        pytest.param({"STRONGROOM_DATABASE_URL": "sqlite://"}, "in-memory", id="in-memory"),
+        pytest.param({"STRONGROOM_DATABASE_URL": "strongroom.db"}, "not a database URL",
+                     id="a-path-not-a-url"),
+    ],
+)  # fmt: skip
+def test_an_empty_or_malformed_database_url_is_a_clear_error_and_creates_nothing(
+    env: dict[str, str], tmp_path: Path, setting: dict[str, str], needle: str
+) -> None:
+    """Before: an empty STRONGROOM_DATABASE_URL quietly created ./strongroom.db."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    flags: list[str] = []
+    for name, value in setting.items():
+        if name.startswith("--"):
+            flags = [name, value]
+        else:
+            env[name] = value
+    result = run(env, *flags, "secret", "set", "ns/s", "k=v", cwd=work)
+    assert result.returncode == 1
+    assert needle in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(work.iterdir()) == []

@@ -28,6 +28,13 @@ def test_master_key_from_env_and_from_file(tmp_path: Path) -> None:
     assert settings.master_key == bytes.fromhex(KEY)
 
 
+@pytest.mark.parametrize("value", ["", "  "], ids=["empty", "blank"])
+def test_an_empty_database_url_is_an_error_not_the_default(value: str) -> None:
+    """Before: STRONGROOM_DATABASE_URL="" quietly meant sqlite:///strongroom.db in the cwd."""
+    with pytest.raises(ConfigError, match="STRONGROOM_DATABASE_URL is set but empty"):
+        Settings.from_env({"STRONGROOM_DATABASE_URL": value})
+
+
 def test_previous_keks_are_a_comma_separated_list_of_kek_specs() -> None:
     assert Settings.from_env({}).kek_previous == ()
     settings = Settings.from_env(

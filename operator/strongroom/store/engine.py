@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -30,17 +30,32 @@ def normalize_url(url: str) -> str:
     return url
 
 
+_URL_HELP = "e.g. sqlite:////var/lib/strongroom/strongroom.db or postgresql://user@host/db"
+
+
 def create_store_engine(url: str) -> Engine:
+    """An engine for the store at ``url``, which must name a SQLite file or a PostgreSQL server.
+
+    Refused with a :class:`ConfigError`: an empty or unparsable URL, another database, and an
+    in-memory SQLite store (``sqlite://``, ``sqlite:///:memory:``), which would forget every
+    secret and its audit trail when the process ends.
+    """
+    if not url or not url.strip():
+        raise ConfigError(f"the database URL is empty ({_URL_HELP})")
     try:
-        parsed = make_url(normalize_url(url))
+        parsed = make_url(normalize_url(url.strip()))
     except ArgumentError:
         raise ConfigError(
-            "STRONGROOM_DATABASE_URL is not a database URL "
-            "(e.g. sqlite:///strongroom.db or postgresql://user@host/db)"
+            f"STRONGROOM_DATABASE_URL is not a database URL ({_URL_HELP})"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in {"sqlite", "postgresql"}:
         raise ConfigError(f"STRONGROOM_DATABASE_URL: unsupported database {backend!r}")
+    if backend == "sqlite" and _in_memory(parsed.database, parsed.query):
+        raise ConfigError(
+            "STRONGROOM_DATABASE_URL names an in-memory SQLite database, which loses every "
+            f"secret when the process ends: give a file ({_URL_HELP})"
+        )
     try:
         if backend == "sqlite":
             engine = create_engine(
@@ -52,6 +67,12 @@ def create_store_engine(url: str) -> Engine:
     except NoSuchModuleError:
         raise ConfigError(f"STRONGROOM_DATABASE_URL: no driver for {parsed.drivername}") from None
     return engine
+
+
+def _in_memory(database: str | None, query: Mapping[str, Any]) -> bool:
+    if not database or database == ":memory:":
+        return True
+    return bool(query.get("uri")) and "mode=memory" in database
 
 
 def _configure_sqlite(engine: Engine) -> None:
