@@ -92,8 +92,20 @@ def _ref(text: str) -> tuple[str, str]:
 # --- keygen / db ---------------------------------------------------------------------------
 
 
-def cmd_keygen(_args: argparse.Namespace) -> int:
-    print(pysecrets.token_hex(32))
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = pysecrets.token_hex(32)
+    if args.out is None:
+        print(key)
+        return 0
+    try:  # created 0600 whatever the umask; never over an existing file (it may be the key)
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # fmt: skip
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {args.out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    _say("strongroom: wrote a new master key to ", args.out,
+         " (mode 0600); back it up apart from the database", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -387,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keygen = sub.add_parser("keygen", help="print a new random master key (64 hex characters)")
+    keygen.add_argument("--out", metavar="PATH",
+                        help="write it to a new file of mode 0600 instead (never overwritten)")  # fmt: skip
     keygen.set_defaults(handler=cmd_keygen)
 
     db = sub.add_parser("db", help="manage the database schema")

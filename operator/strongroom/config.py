@@ -12,10 +12,11 @@ import getpass
 import math
 import os
 import re
+import shlex
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import TypeVar
 
 from strongroom.errors import ConfigError
@@ -234,16 +235,66 @@ def _master_key(env: Mapping[str, str]) -> bytes | None:
         except ValueError as exc:
             raise ConfigError(f"STRONGROOM_MASTER_KEY: {exc}") from None
     if path:
-        try:
-            text = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
-            raise ConfigError(f"STRONGROOM_MASTER_KEY_FILE: cannot read {path}: {reason}") from None
+        text = read_key_file(path)
         try:
             return parse_master_key(text)
         except ValueError as exc:
             raise ConfigError(f"STRONGROOM_MASTER_KEY_FILE ({path}): {exc}") from None
     return None
+
+
+def read_key_file(path: str, variable: str = "STRONGROOM_MASTER_KEY_FILE") -> str:
+    """The text of a key file, refused when anyone but its owner could read or change it.
+
+    Checked on the open file (``fstat``), so the file read is the file checked. The rule is
+    PostgreSQL's for its server key (``ssl_key_file``):
+
+    - a file owned by the user running Strongroom: no permission for group or others
+      (0600 or 0400);
+    - a file owned by root, read through its group: group read and nothing more (0640 or
+      0440). That is how the kubelet hands over a Secret mounted as a volume when the pod sets
+      ``fsGroup``: owner root, group the pod's fsGroup, mode ``defaultMode | 0440``. The chart
+      sets ``defaultMode: 0400`` and ``fsGroup`` for this. Root itself is held to the first
+      rule: a process running as root is never let off with group read;
+    - any other owner: refused (someone else controls the key).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        problem = key_file_problem(os.fstat(handle.fileno()), path)
+        if problem is not None:
+            raise ConfigError(f"{variable}: {problem}")
+        raw = handle.read()
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: cannot read {path}: not ASCII text") from None
+
+
+def key_file_problem(info: os.stat_result, path: str, euid: int | None = None) -> str | None:
+    """Why a key file with this ``stat`` may not be used by ``euid`` (default: this process),
+    or None (see :func:`read_key_file`)."""
+    if euid is None:
+        if not hasattr(os, "geteuid"):  # no POSIX owners or modes to check
+            return None
+        euid = os.geteuid()
+    mode, owner, me = stat.S_IMODE(info.st_mode), info.st_uid, euid
+    shown = shlex.quote(path)
+    if owner == me:
+        if mode & 0o077:
+            return (f"{path} is readable or writable by group or others (mode {mode:04o}); "
+                    f"run `chmod 600 {shown}`")  # fmt: skip
+        return None
+    if owner == 0:
+        if mode & 0o037:
+            return (f"{path} is owned by root with mode {mode:04o}: only its group may read it "
+                    f"(0640 or 0440); run `chmod 640 {shown}`, or `chmod 600 {shown}` and "
+                    "chown it to the user running Strongroom")  # fmt: skip
+        return None
+    return (f"{path} is owned by uid {owner}, neither the user running Strongroom (uid {me}) "
+            f"nor root; run `chown {me} {shown} && chmod 600 {shown}`")
 
 
 def _default_actor() -> str:

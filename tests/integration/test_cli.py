@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +312,43 @@ def test_an_empty_or_malformed_database_url_is_a_clear_error_and_creates_nothing
     assert needle in result.stderr
     assert result.stderr.count("\n") == 1
     assert list(work.iterdir()) == []
+
+
+def test_the_database_it_creates_is_private(env: dict[str, str], tmp_path: Path) -> None:
+    """Before: cli.db was created 0644, readable by every local user."""
+    ok(env, "secret", "set", "ns/s", "k=v")
+    assert stat.S_IMODE((tmp_path / "cli.db").stat().st_mode) == 0o600
+
+
+def test_keygen_out_writes_a_private_key_file_and_never_overwrites(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "master.key"
+    result = run(env, "keygen", "--out", str(path))
+    assert result.returncode == 0
+    assert result.stdout == ""  # the key went to the file only
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = path.read_text()
+    again = run(env, "keygen", "--out", str(path))
+    assert again.returncode == 2
+    assert path.read_text() == key
+    del env["STRONGROOM_MASTER_KEY"]
+    env["STRONGROOM_MASTER_KEY_FILE"] = str(path)
+    ok(env, "secret", "set", "ns/s", "k=v")
+
+
+def test_a_key_file_others_can_read_is_refused_with_the_chmod_to_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Before: a 0644 (even 0666) key file was used."""
+    path = tmp_path / "master.key"
+    path.write_text(KEY + "\n")
+    path.chmod(0o644)
+    del env["STRONGROOM_MASTER_KEY"]
+    env["STRONGROOM_MASTER_KEY_FILE"] = str(path)
+    result = run(env, "secret", "list")
+    assert result.returncode == 1
+    assert f"run `chmod 600 {path}`" in result.stderr
+    assert KEY not in result.stderr
+    path.chmod(0o600)
+    ok(env, "secret", "list")

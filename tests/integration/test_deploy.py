@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import filecmp
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from strongroom.config import key_file_problem
 from tests.components.chart import (
     CHART,
     fence_of,
@@ -250,6 +253,32 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
     container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STRONGROOM_ROLLOUT_RESTART"] == restart
+
+
+def test_the_mounted_master_key_passes_the_key_file_rule(helm: str) -> None:
+    """The chart mounts the master key Secret with defaultMode 0400; the kubelet, given the
+    pod's fsGroup, makes the file root:fsGroup with group read added (0440). No kubelet runs
+    here, so the rendered pod is held to config's rule as the kubelet would lay the file out:
+    accepted for the chart's non-root user, refused for 0444 or a process running as root."""
+    pod = of_kind(render(helm), "Deployment")[0]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "master-key")
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "master-key")
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert volume["secret"]["defaultMode"] == 0o400
+    assert env["STRONGROOM_MASTER_KEY_FILE"].startswith(mount["mountPath"] + "/")
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    user, group = security["runAsUser"], security["fsGroup"]
+    assert user != 0
+
+    def as_mounted(default_mode: int) -> os.stat_result:
+        mode = default_mode | 0o440  # SetVolumeOwnership: group read on a read-only volume
+        return os.stat_result((stat.S_IFREG | mode, 0, 0, 1, 0, group, 65, 0, 0, 0))
+
+    path = env["STRONGROOM_MASTER_KEY_FILE"]
+    assert key_file_problem(as_mounted(volume["secret"]["defaultMode"]), path, euid=user) is None
+    assert key_file_problem(as_mounted(0o444), path, euid=user) is not None
+    assert key_file_problem(as_mounted(0o400), path, euid=0) is not None
 
 
 def fence_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:

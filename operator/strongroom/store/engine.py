@@ -11,6 +11,7 @@ PostgreSQL: psycopg 3; ``postgresql://`` URLs are mapped to the psycopg driver.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -61,7 +62,7 @@ def create_store_engine(url: str) -> Engine:
             engine = create_engine(
                 parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False
             )
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, None if parsed.query.get("uri") else parsed.database)
         else:
             engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except NoSuchModuleError:
@@ -75,8 +76,32 @@ def _in_memory(database: str | None, query: Mapping[str, Any]) -> bool:
     return bool(query.get("uri")) and "mode=memory" in database
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def create_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (it is then left as it is).
+
+    SQLite would create the database with 0644 (less the umask): readable by every local user,
+    and the ciphertext, the wrapped data keys and the audit log with it. Its ``-wal`` and
+    ``-shm`` files take the database file's mode, so they are private too. An empty file is an
+    empty SQLite database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # fmt: skip
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports the same failure (no such directory, read-only) in its words
+    os.close(fd)
+
+
+def _configure_sqlite(engine: Engine, path: str | None) -> None:
     _SQLITE_WRITERS[id(engine)] = threading.Lock()
+
+    if path is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            create_private_file(path)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
