@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -352,3 +353,17 @@ def test_a_key_file_others_can_read_is_refused_with_the_chmod_to_run(
     assert KEY not in result.stderr
     path.chmod(0o600)
     ok(env, "secret", "list")
+
+
+def test_a_missing_audit_head_row_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    """Before: "database error: NoResultFound" (on older code "internal error (NoResultFound)")."""
+    ok(env, "secret", "set", "ns/s", "k=v")
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        db.execute("DELETE FROM audit_head")
+    result = run(env, "secret", "set", "ns/s", "k=w")
+    assert result.returncode == 1
+    assert "the audit chain's head row is missing" in result.stderr
+    assert "NoResultFound" not in result.stderr
+    verify = run(env, "audit", "verify")
+    assert verify.returncode == 1
+    assert "the chain head row is missing" in verify.stderr

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from strongroom.audit import AuditEvent, ChainHead, ChainKey, seal_event
+from strongroom.errors import AuditError
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
     DataKeyState,
@@ -601,8 +602,19 @@ def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> Audit
 
 def lock_audit_head(conn: Connection) -> ChainHead:
     """Read the head and hold its lock until the transaction ends (creators of the key queue)."""
-    head = conn.execute(_LOCK_HEAD).one()
+    head = _locked_head(conn)
     return ChainHead(int(head.seq), str(head.hash))
+
+
+def _locked_head(conn: Connection) -> Any:
+    """The head row, locked; its absence (only tampering removes it) stops every write."""
+    head = conn.execute(_LOCK_HEAD).one_or_none()
+    if head is None:
+        raise AuditError(
+            "not done: the audit chain's head row is missing (the database was altered), so "
+            "no event can be appended; `strongroom audit verify` reports the chain"
+        )
+    return head
 
 
 def append_audits(
@@ -626,7 +638,7 @@ def append_audits(
     if cached is not None and cached[0] is root:
         seq, prev_hash = cached[1], cached[2]
     else:  # first append of this transaction: read (and lock) the head
-        head = conn.execute(_LOCK_HEAD).one()
+        head = _locked_head(conn)
         seq, prev_hash = int(head.seq), str(head.hash)
     placed: list[AuditEvent] = []
     for event in events:
