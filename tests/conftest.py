@@ -14,6 +14,7 @@ from tests.components.kube import KubeCluster, start_cluster
 from tests.components.moto import MotoServer, start_moto
 from tests.components.openbao import OpenBao, start_openbao
 from tests.components.postgres import PostgresServer, start_postgres
+from tests.components.rsyslog import Rsyslog, start_rsyslog
 
 MASTER_KEY = bytes.fromhex("6b" * 32)
 
@@ -51,6 +52,16 @@ def openbao() -> Iterator[OpenBao]:
 def moto() -> Iterator[MotoServer]:
     """moto's server: the AWS KMS API on loopback."""
     server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rsyslog() -> Iterator[Rsyslog]:
+    """Debian's rsyslogd receiving RFC 5424 over TCP on loopback, writing what it parsed."""
+    server = start_rsyslog()
     try:
         yield server
     finally:
