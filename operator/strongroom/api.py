@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from strongroom import values
 from strongroom.audit import AuditEvent, ChainKey, ChainReport, Outcome, clip, verify_chain
+from strongroom.auditsinks import AuditSinks
 from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.datakeys import AuditKey, DataKeys
@@ -93,6 +94,10 @@ class Strongroom:
             lookup=self.keyrings.for_wrapped,
         )
         self._batcher: TransactionBatcher | None = None
+        # Copies of each transaction's events, sent just before it commits (auditsinks.py).
+        self.sinks = AuditSinks.from_settings(settings.audit_sinks)
+        if self.sinks is not None:
+            repo.publish_audit_to(engine, self.sinks)
 
     @classmethod
     def open(
@@ -112,6 +117,9 @@ class Strongroom:
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
+        if self.sinks is not None:
+            repo.publish_audit_to(self.engine, None)
+            self.sinks.close()
         self.data_keys.forget()
         self.audit_key.forget()
         self.engine.dispose()

@@ -53,8 +53,9 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 GENESIS_HASH = "0" * 64
 
@@ -170,6 +171,16 @@ def seal_event(
     link = chain_hash(prev_hash, placed) if key is None else key.link(prev_hash, placed)
     object.__setattr__(placed, "hash", link)  # still being built
     return placed
+
+
+class AuditPublisher(Protocol):
+    """Receives each transaction's sealed events, in chain order, just before it commits.
+
+    Raising stops the commit: the transaction rolls back and the operation fails
+    (:mod:`strongroom.auditsinks` does so in ``require`` mode when no sink took the events).
+    """
+
+    def publish(self, events: Sequence[AuditEvent]) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,3 +81,14 @@ OLDEST_UNROTATED = Gauge(
     "strongroom_oldest_generated_value_age_seconds",
     "Age of the oldest generated value among the tracked ManagedSecrets.",
 )
+AUDIT_SINK_EVENTS = Counter(
+    "strongroom_audit_sink_events",
+    "Audit events an audit sink took (STRONGROOM_AUDIT_SINKS), by sink.",
+    ["sink"],
+)
+AUDIT_SINK_FAILURES = Counter(
+    "strongroom_audit_sink_failures",
+    "Audit events an audit sink did not take, by sink: lost to that sink in best-effort mode; "
+    "in require mode the operation failed unless another sink took them.",
+    ["sink"],
+)
