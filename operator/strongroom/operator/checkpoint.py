@@ -32,9 +32,9 @@ What the operator does with it (:class:`CheckpointKeeper`):
   ConfigMap, ``strongroom_audit_checkpoint_mismatch 1``, the liveness probe ``audit`` failing,
   and no reconcile. The check is repeated every interval; once it passes (after ``strongroom
   audit checkpoint reset``) a Normal Event ``AuditCheckpointReached`` and reconciles start.
-- **Every interval** (at most 30 s) while reconciling (with leader election: while leading):
-  read the ConfigMap, check the store against it, and publish the store's head when it has
-  moved (an update conditional on the ``resourceVersion`` read). A store found not reaching the
+- **At once, then every interval** (at most 30 s) while reconciling (with leader election:
+  while leading): read the ConfigMap, check the store against it, and publish the store's head
+  when it has moved (an update conditional on the ``resourceVersion`` read). A store found not reaching the
   checkpoint while running (rolled back under a live operator) is the same mismatch, and the
   process exits, as on a lost Lease, to come back through the start-up check.
 - **On shutdown**, after the last reconcile: once more, so the checkpoint is the final head.
@@ -369,15 +369,13 @@ class CheckpointKeeper:
         return False
 
     async def run(self, stop: threading.Event, on_mismatch: Callable[[str], None]) -> None:
-        """Every interval: check and publish; ``on_mismatch`` once if the store stops reaching
-        the checkpoint."""
+        """At once, then every interval: check and publish; ``on_mismatch`` once if the store
+        stops reaching the checkpoint."""
         while not stop.is_set():
-            await asyncio.sleep(self.interval)
-            if stop.is_set():
-                return
             if await asyncio.to_thread(self.cycle) == "mismatch":
                 on_mismatch(self.problem)
                 return
+            await asyncio.sleep(self.interval)
 
     def finish(self) -> None:
         """On shutdown, after the last reconcile: publish the final head (if all is well)."""
