@@ -385,6 +385,11 @@ class OperatorTuning:
     log_format: str = "text"
     # Restart workloads listed in rolloutRestart (the chart grants workload rights only then).
     rollout_restart: bool = True
+    # The audit checkpoint: a ConfigMap ``[NAMESPACE/]NAME`` (namespace: POD_NAMESPACE), "off",
+    # or "" for strongroom-audit-checkpoint in POD_NAMESPACE (off outside a pod); checked and
+    # published every ``audit_checkpoint_seconds`` (1-30 s).
+    audit_checkpoint: str = ""
+    audit_checkpoint_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorTuning:
@@ -404,6 +409,11 @@ class OperatorTuning:
             log_format=log_format,
             rollout_restart=_read(env, "STRONGROOM_ROLLOUT_RESTART", parse_bool,
                                   cls.rollout_restart),
+            audit_checkpoint=_read(env, "STRONGROOM_AUDIT_CHECKPOINT", str.strip,
+                                   cls.audit_checkpoint),
+            audit_checkpoint_seconds=_read(env, "STRONGROOM_AUDIT_CHECKPOINT_SECONDS",
+                                           _parse_checkpoint_seconds,
+                                           cls.audit_checkpoint_seconds),
         )
 
 
@@ -411,6 +421,14 @@ def _parse_lease(text: str) -> float:
     value = parse_seconds(text)
     if not 3 <= value <= 3600:
         raise ValueError(f"{text.strip()!r} is not between 3 s and 1 h")
+    return value
+
+
+def _parse_checkpoint_seconds(text: str) -> float:
+    """At least every 30 s (the promise), and no more often than every second (apiserver)."""
+    value = parse_seconds(text)
+    if not 1 <= value <= 30:
+        raise ValueError(f"{text.strip()!r} is not between 1 s and 30 s")
     return value
 
 

@@ -745,6 +745,12 @@ def audit_chain_head(conn: Connection) -> ChainHead | None:
     return None if head is None else ChainHead(int(head.seq), str(head.hash), str(head.mac))
 
 
+def audit_link_at(conn: Connection, seq: int) -> str | None:
+    """The link (``hash``) of event ``seq``, or None when the log has no such event."""
+    link = conn.execute(select(audit_events.c.hash).where(audit_events.c.seq == seq)).scalar()
+    return None if link is None else str(link)
+
+
 def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:
     last = 0
     while True:
