@@ -19,7 +19,18 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine
 
 from strongroom import validate, values
-from strongroom.audit import AuditEvent, ChainKey, ChainReport, Outcome, clip, verify_chain
+from strongroom.audit import (
+    AuditEvent,
+    ChainKey,
+    ChainReport,
+    Checkpoint,
+    Outcome,
+    checkpoint_of,
+    checkpoint_problem,
+    clip,
+    verify_chain,
+)
+from strongroom.auditsinks import AuditSinks
 from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.datakeys import AuditKey, DataKeys
@@ -88,6 +99,10 @@ class Strongroom:
             lookup=self.keyrings.for_wrapped,
         )
         self._batcher: TransactionBatcher | None = None
+        # Copies of each transaction's events, sent just before it commits (auditsinks.py).
+        self.sinks = AuditSinks.from_settings(settings.audit_sinks)
+        if self.sinks is not None:
+            repo.publish_audit_to(engine, self.sinks)
 
     @classmethod
     def open(
@@ -107,6 +122,9 @@ class Strongroom:
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
+        if self.sinks is not None:
+            repo.publish_audit_to(self.engine, None)
+            self.sinks.close()
         self.data_keys.forget()
         self.audit_key.forget()
         self.engine.dispose()
@@ -659,6 +677,46 @@ class Strongroom:
                     False, 0, 1, "the log is empty but the store holds data keys: it was emptied"
                 )
             return report
+
+    def audit_checkpoint(self) -> Checkpoint | None:
+        """The chain's current head as a checkpoint (:mod:`strongroom.audit`), to publish
+        outside the store; None while the chain has no audit key (nothing keyed to publish).
+
+        Raises :class:`IntegrityError` when the head row does not authenticate: a rewritten
+        head is never published.
+        """
+        stored = self.audit_key.stored()
+        if stored is None:
+            return None
+        key = stored[0]
+        with self.engine.connect() as conn:
+            head = repo.audit_chain_head(conn)
+        if head is None or not hmac.compare_digest(head.mac, key.head(head.seq, head.hash)):
+            raise IntegrityError("the audit chain head does not authenticate")
+        return checkpoint_of(key, head)
+
+    def audit_check_checkpoint(self, checkpoint: Checkpoint) -> str | None:
+        """Why this store does not reach ``checkpoint``, in one line; None when it does.
+
+        Reads the head and one event (cheap at any log size); :meth:`audit_verify` walks the
+        whole chain. Neither moves the checkpoint.
+        """
+        stored = self.audit_key.stored()
+        with self.engine.connect() as conn:
+            head = repo.audit_chain_head(conn)
+            link = repo.audit_link_at(conn, checkpoint.seq)
+        if head is None:
+            return "the store's audit chain head row is missing"
+        key = None if stored is None else stored[0]
+        problem = checkpoint_problem(checkpoint, head=head, link=link, key=key)
+        if problem is None and key is not None and not hmac.compare_digest(
+            head.mac, key.head(head.seq, head.hash)
+        ):
+            problem = (
+                "the store's audit chain head does not authenticate: events after it were "
+                "deleted or the head was rewritten"
+            )
+        return problem
 
     def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:

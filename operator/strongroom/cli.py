@@ -23,15 +23,23 @@ import secrets as pysecrets
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from strongroom import validate, values
 from strongroom.api import Strongroom
+from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
 from strongroom.config import KekSpec, Settings
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
 
+if TYPE_CHECKING:
+    from strongroom.operator.checkpoint import CheckpointRef
+
 MASK = "••••••••"
+CHECKPOINT_RESET_ACTION = "audit.checkpoint.reset"
+
+T = TypeVar("T")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -275,21 +283,115 @@ def cmd_secret_history(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    # The checkpoint first, then the store: one published meanwhile is never ahead of a store
+    # that holds it (the order the operator keeps too).
+    expected, source = _expected_checkpoint(args)
     with _open(args) as room:
         report = room.audit_verify()
-    if report.ok:
-        if report.keyed_from is not None:
-            print(f"audit chain intact: {report.count} events, keyed from event "
-                  f"{report.keyed_from}")  # fmt: skip
+        problem = room.audit_check_checkpoint(expected) if expected and report.ok else None
+    if not report.ok:
+        _say(f"strongroom: audit chain broken at event {report.first_bad_seq}: ", report.reason,
+             file=sys.stderr)  # fmt: skip
+        return 1
+    if problem is not None:
+        _say("strongroom: ", source, ": ", problem, file=sys.stderr)
+        return 1
+    if report.keyed_from is not None:
+        print(f"audit chain intact: {report.count} events, keyed from event {report.keyed_from}")
+    else:
+        print(f"audit chain intact: {report.count} events")
+        if report.count:
+            print("strongroom: the chain is not keyed yet (written before schema 0002); "
+                  "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
+    if expected is not None:
+        _say(source, f": reached (event {expected.seq})")
+    return 0
+
+
+def _expected_checkpoint(args: argparse.Namespace) -> tuple[Checkpoint | None, str]:
+    """The checkpoint ``audit verify`` compares with (--expect, or read from --checkpoint)."""
+    if args.expect:
+        try:
+            return Checkpoint.parse(args.expect), f"audit checkpoint {args.expect.strip()}"
+        except ValueError as exc:
+            raise UsageError(f"--expect: {exc}") from None
+    if not args.checkpoint:
+        return None, ""
+    from strongroom.operator.checkpoint import read_published
+
+    ref = _checkpoint_ref(args.checkpoint)
+    published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
+    if malformed:
+        raise StrongroomError(malformed)
+    if published is None or published.checkpoint is None:
+        raise StrongroomError(f"audit checkpoint {ref}: none published (no ConfigMap, or empty)")
+    return published.checkpoint, f"audit checkpoint {ref}"
+
+
+def _checkpoint_ref(text: str) -> CheckpointRef:
+    try:
+        from strongroom.operator.checkpoint import CheckpointRef
+    except ImportError:
+        raise ConfigError(
+            "reading a checkpoint from Kubernetes needs the operator's extras: "
+            "pip install 'strongroom[operator]' (or use --expect SEQ:MAC)"
+        ) from None
+    namespace, name = _ref(text)
+    return CheckpointRef.parse(f"{namespace}/{name}")
+
+
+def _kube_call(call: Callable[[Any], T], ref: CheckpointRef) -> T:
+    """``call`` with a CoreV1Api from the kubeconfig; API failures as one line."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from strongroom.operator.runtime import load_kube_config
+
+    try:
+        return call(k8s.CoreV1Api(load_kube_config(1, 30.0)))
+    except ApiException as exc:
+        raise StrongroomError(
+            f"audit checkpoint {ref}: the Kubernetes API answered {exc.status} ({exc.reason})"
+        ) from None
+    except HTTPError as exc:
+        raise StrongroomError(
+            f"audit checkpoint {ref}: Kubernetes API unreachable ({type(exc).__name__})"
+        ) from None
+
+
+def cmd_audit_checkpoint_reset(args: argparse.Namespace) -> int:
+    """Accept the store's head as the checkpoint (after restoring a backup), audited."""
+    from strongroom.operator.checkpoint import read_published, write_published
+
+    ref = _checkpoint_ref(args.ref)
+    reason = args.reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why the store's head is accepted")
+    published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
+    with _open(args) as room:
+        old = published.checkpoint if published is not None else None
+        if malformed:
+            was = "malformed"
+        elif old is None:
+            was = "none"
         else:
-            print(f"audit chain intact: {report.count} events")
-            if report.count:
-                print("strongroom: the chain is not keyed yet (written before schema 0002); "
-                      "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
-        return 0
-    _say(f"strongroom: audit chain broken at event {report.first_bad_seq}: ", report.reason,
-         file=sys.stderr)  # fmt: skip
-    return 1
+            problem = room.audit_check_checkpoint(old)
+            was = f"event {old.seq}, " + ("which the store reaches" if problem is None
+                                          else "which the store does not reach")  # fmt: skip
+        room.record(AuditEvent(
+            time=datetime.now(UTC), actor=room.settings.actor, action=CHECKPOINT_RESET_ACTION,
+            outcome=Outcome.OK, namespace=ref.namespace, name=ref.name,
+            detail=clip(validate.printable(f"checkpoint was {was}; reason: {reason}")),
+        ))  # fmt: skip
+        head = room.audit_checkpoint()
+    if head is None:  # cannot happen: the event just recorded is keyed
+        raise StrongroomError("the store's audit chain has no audit key")
+    actor = room.settings.actor
+    _kube_call(lambda core: write_published(core, ref, head, previous=published, by=actor), ref)
+    _say(f"audit checkpoint {ref}: reset to event {head.seq} (was {was}); recorded as "
+         f"audit event {CHECKPOINT_RESET_ACTION}")  # fmt: skip
+    return 0
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
@@ -479,8 +581,36 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     a_ver = a_sub.add_parser(
         "verify",
         help="check the hash chain; exit 0 only if it is intact",
+        description=(
+            "Check every link of the audit chain and its head with the audit key. With "
+            "--checkpoint or --expect, also check that the store reaches a head recorded "
+            "outside it: a store whose head is behind it (an older copy, truncated or emptied) "
+            "or whose chain differs at its event fails (exit 1)."
+        ),
     )
+    a_ver_cp = a_ver.add_mutually_exclusive_group()
+    a_ver_cp.add_argument("--checkpoint", metavar="NS/NAME",
+                          help="the operator's checkpoint ConfigMap, read through the kubeconfig")  # fmt: skip
+    a_ver_cp.add_argument("--expect", metavar="SEQ:MAC",
+                          help="a checkpoint recorded elsewhere (no Kubernetes needed)")  # fmt: skip
     a_ver.set_defaults(handler=cmd_audit_verify)
+    a_cp = a_sub.add_parser("checkpoint", help="manage the audit checkpoint kept outside the store")
+    a_cp_sub = a_cp.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
+    a_reset = a_cp_sub.add_parser(
+        "reset",
+        help="accept the store's head as the checkpoint (after restoring a backup)",
+        description=(
+            "Restoring a backup means accepting an older audit head: the operator refuses to "
+            "reconcile from a store behind its checkpoint. This records an audit event "
+            "(audit.checkpoint.reset, with the old checkpoint and --reason) in the store, then "
+            "writes the store's head, that event included, into the ConfigMap NS/NAME through "
+            "the kubeconfig. A waiting operator resumes at its next check."
+        ),
+    )
+    a_reset.add_argument("ref", metavar="NS/NAME", help="the checkpoint ConfigMap")
+    a_reset.add_argument("--reason", required=True,
+                         help="why the older head is accepted (kept in the audit log)")  # fmt: skip
+    a_reset.set_defaults(handler=cmd_audit_checkpoint_reset)
     a_tail = a_sub.add_parser("tail", help="print the latest audit events")
     a_tail.add_argument("-n", "--count", type=_positive, default=20, help="how many (default 20)")
     a_tail.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -544,6 +674,10 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
                           "STRONGROOM_LEASE_SECONDS sets its duration, 15 s)")  # fmt: skip
     run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                      help="serve Prometheus metrics on this port (/metrics)")  # fmt: skip
+    run.add_argument("--audit-checkpoint", metavar="[NAMESPACE/]NAME | off", default=None,
+                     help="publish the audit head to this ConfigMap and check the store against "
+                          "it at start (default: strongroom-audit-checkpoint in POD_NAMESPACE; "
+                          "STRONGROOM_AUDIT_CHECKPOINT_SECONDS sets how often, 30 s at most)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
 
@@ -557,7 +691,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
-        metrics_port=args.metrics_port)  # fmt: skip
+        metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint)  # fmt: skip
     return 0
 
 

@@ -678,9 +678,12 @@ def status_patch(
     essential = {k: status.get(k) for k in new}
     if essential == new and not result.wrote:
         return None
-    new["lastSyncTime"] = (
-        _iso(now) if result.wrote or not status.get("lastSyncTime") else (status["lastSyncTime"])
-    )
+    # When a Secret was last written, not when the operator last looked: a failure or a no-op
+    # pass leaves it as it was (absent until the first write).
+    if result.wrote:
+        new["lastSyncTime"] = _iso(now)
+    elif status.get("lastSyncTime"):
+        new["lastSyncTime"] = status["lastSyncTime"]
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new

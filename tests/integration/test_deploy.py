@@ -48,6 +48,7 @@ VALUE_SETS = {
                        "--set", "fence.excludeReleaseNamespace=false"],
     "no-fence": ["--set", "fence.enabled=false"],
     "no-author-policy": ["--set", "authorPolicy.enabled=false"],
+    "no-checkpoint": ["--set", "auditCheckpoint.enabled=false"],
 }  # fmt: skip
 
 SERVICE_MONITOR_CRD = {
@@ -201,6 +202,9 @@ OPERATOR_RULES = {
 }
 WORKLOAD_RULES = {("apps", kind): {"get", "patch"}
                   for kind in ("deployments", "statefulsets", "daemonsets")}  # fmt: skip
+# The audit checkpoint, in the release namespace only (get/update narrowed to its ConfigMap).
+CHECKPOINT_ROLE = {"strongroom/sr-strongroom-audit-checkpoint": {
+    ("", "configmaps"): {"get", "update", "create"}, ("", "events"): {"create"}}}  # fmt: skip
 
 
 def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -220,18 +224,22 @@ def roles(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[tuple[str, st
 @pytest.mark.parametrize(
     ("values", "cluster_roles", "namespaced_roles", "restart"),
     [
-        pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {}, "true",
-                     id="cluster-wide"),
-        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, {}, "false",
+        pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
+                     CHECKPOINT_ROLE, "true", id="cluster-wide"),
+        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, CHECKPOINT_ROLE, "false",
                      id="cluster-wide-without-restarts"),
         pytest.param("namespaced", {},
                      {"deploy-a/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
-                      "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, "true",
+                      "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
+                      **CHECKPOINT_ROLE}, "true",
                      id="namespaced"),
         pytest.param("postgres-ha", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
                      {"strongroom/sr-strongroom-leader": {
-                         ("coordination.k8s.io", "leases"): {"get", "update", "create"}}}, "true",
+                         ("coordination.k8s.io", "leases"): {"get", "update", "create"}},
+                      **CHECKPOINT_ROLE}, "true",
                      id="leader-elected"),
+        pytest.param("no-checkpoint", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {},
+                     "true", id="cluster-wide-without-checkpoint"),
     ],
 )  # fmt: skip
 def test_rbac_grants_what_each_mode_says_and_nothing_else(
@@ -250,9 +258,18 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
         leader = of_kind(docs, "Role")[0]["rules"]
         assert [r.get("resourceNames") for r in leader] == [["sr-strongroom"], None]
         assert leader[1]["verbs"] == ["create"]
+    checkpoint = [r for r in of_kind(docs, "Role")
+                  if r["metadata"]["name"] == "sr-strongroom-audit-checkpoint"]  # fmt: skip
     container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STRONGROOM_ROLLOUT_RESTART"] == restart
+    if values == "no-checkpoint":
+        assert not checkpoint and "--audit-checkpoint=off" in container["args"]
+    else:  # get and update of the checkpoint's ConfigMap only; create cannot name one
+        assert [r.get("resourceNames") for r in checkpoint[0]["rules"]] == [
+            ["sr-strongroom-audit-checkpoint"], None, None]
+        assert "--audit-checkpoint=sr-strongroom-audit-checkpoint" in container["args"]
+        assert env["STRONGROOM_AUDIT_CHECKPOINT_SECONDS"] == "30"
 
 
 def test_the_mounted_master_key_passes_the_key_file_rule(helm: str) -> None:
@@ -358,8 +375,10 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     lease = [a.split("=", 1)[1] for a in args if a.startswith("--leader-elect=")]
     assert len(lease) == (1 if replicas > 1 else 0)
+    checkpoint = next(a.split("=", 1)[1] for a in args if a.startswith("--audit-checkpoint="))
     # The pod would get POD_NAMESPACE from the downward API; here the namespace is explicit.
     elect = ("--leader-elect", f"{home}/{lease[0]}") if lease else ()
+    elect += ("--audit-checkpoint", f"{home}/{checkpoint}")
     token = install_identity(kube, docs).token
     kubeconfig = kube.write_kubeconfig(tmp_path / "sa.kubeconfig", token=token, user="operator")
 
@@ -383,6 +402,9 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
             return secret is not None and base64.b64decode(secret["data"]["k"]) == b"from-the-store"
 
         eventually(synced, timeout=45, what="a Secret synced under the chart's RBAC")
+        eventually(lambda: kube.request("GET", f"/api/v1/namespaces/{home}/configmaps/"
+                                        f"{checkpoint}")["data"]["seq"],
+                   timeout=45, what="the audit checkpoint published")  # fmt: skip
         status = op.msec("rbac")["status"]
         assert status["conditions"][0]["status"] == "True"
         assert "Forbidden" not in op.log() and " 403" not in op.log()

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.config import KekSpec, Settings, key_file_problem, parse_duration, read_key_file
+from strongroom.config import (
+    AuditSinkSettings,
+    AuditSinkSpec,
+    KekSpec,
+    Settings,
+    key_file_problem,
+    parse_duration,
+    read_key_file,
+)
 from strongroom.errors import ConfigError
 
 KEY = "ab" * 32
@@ -143,6 +151,71 @@ def test_bad_durations(text: str) -> None:
 def test_kek_specs_round_trip() -> None:
     for text in ["local", "awskms:alias/strongroom", "vault:strongroom"]:
         assert str(KekSpec.parse(text)) == text
+
+
+def test_audit_sinks_are_a_comma_separated_list_and_best_effort_by_default() -> None:
+    assert Settings.from_env({}).audit_sinks == AuditSinkSettings((), require=False)
+    settings = Settings.from_env(
+        {
+            "STRONGROOM_AUDIT_SINKS": "file:/var/log/strongroom/audit.jsonl, stderr,"
+            "syslog+tcp://logs.example?framing=newline&facility=local4,syslog+tcp://[::1]:6514",
+            "STRONGROOM_AUDIT_SINKS_MODE": "require",
+        }
+    )
+    assert settings.audit_sinks.require
+    assert settings.audit_sinks.sinks == (
+        AuditSinkSpec("file", path="/var/log/strongroom/audit.jsonl"),
+        AuditSinkSpec("stderr"),
+        AuditSinkSpec("syslog+tcp", host="logs.example", port=514, framing="newline",
+                      facility="local4"),
+        AuditSinkSpec("syslog+tcp", host="::1", port=6514),
+    )  # fmt: skip
+    assert [str(s) for s in settings.audit_sinks.sinks] == [
+        "file:/var/log/strongroom/audit.jsonl",
+        "stderr",
+        "syslog+tcp://logs.example:514",
+        "syslog+tcp://[::1]:6514",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "stdout"},
+                     "STRONGROOM_AUDIT_SINKS: stdout is the command line's output channel",
+                     id="stdout"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "file:audit.jsonl"},
+                     "STRONGROOM_AUDIT_SINKS: 'file:audit.jsonl': a file sink needs an absolute",
+                     id="relative-path"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "syslog://h:514"},
+                     "STRONGROOM_AUDIT_SINKS: 'syslog://h:514': only syslog over TCP",
+                     id="udp"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "syslog+tcp://h:70000"},
+                     "STRONGROOM_AUDIT_SINKS: 'syslog+tcp://h:70000': Port out of range",
+                     id="port"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "syslog+tcp://h?framing=lf"},
+                     "framing must be octet-counting or newline", id="framing"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "syslog+tcp://h?facility=audit"},
+                     "'audit' is not a syslog facility", id="facility"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "syslog+tcp://h?tls=1"},
+                     "unknown or repeated option 'tls'", id="option"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "stderr,stderr"},
+                     "STRONGROOM_AUDIT_SINKS: stderr is listed twice", id="twice"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS": "kafka://x"},
+                     "STRONGROOM_AUDIT_SINKS: 'kafka://x' is not an audit sink: use file:",
+                     id="unknown"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS_MODE": "always", "STRONGROOM_AUDIT_SINKS": "stderr"},
+                     "STRONGROOM_AUDIT_SINKS_MODE: 'always' is not a mode (use require or "
+                     "best-effort)", id="mode"),
+        pytest.param({"STRONGROOM_AUDIT_SINKS_MODE": "require"},
+                     "STRONGROOM_AUDIT_SINKS_MODE: require needs at least one sink in "
+                     "STRONGROOM_AUDIT_SINKS", id="require-without-sinks"),
+    ],
+)  # fmt: skip
+def test_a_bad_audit_sink_setting_names_its_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as failed:
+        Settings.from_env(env)
+    assert message in str(failed.value)
 
 
 def fake_stat(mode: int, uid: int) -> os.stat_result:
