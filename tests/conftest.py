@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.components.kube import KubeCluster, start_cluster
 from tests.components.moto import MotoServer, start_moto
 from tests.components.openbao import OpenBao, start_openbao
 from tests.components.postgres import PostgresServer, start_postgres
+from tests.components.rsyslog import Rsyslog, start_rsyslog
 
 MASTER_KEY = bytes.fromhex("6b" * 32)
 
@@ -55,6 +57,17 @@ def moto() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def rsyslog() -> Iterator[Rsyslog]:
+    """Debian's rsyslogd receiving RFC 5424 over TCP on loopback, writing what it parsed."""
+    server = start_rsyslog()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import hmac
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -18,16 +18,20 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
-from strongroom import values
+from strongroom import validate, values
 from strongroom.audit import (
     SECRET_WRITES,
     AuditEvent,
     ChainKey,
     ChainReport,
+    Checkpoint,
     Outcome,
+    checkpoint_of,
+    checkpoint_problem,
     clip,
     verify_chain,
 )
+from strongroom.auditsinks import AuditSinks
 from strongroom.config import Settings
 from strongroom.crypto import Identity, Sealed, open_sealed, seal
 from strongroom.datakeys import AuditKey, DataKeys
@@ -48,11 +52,6 @@ from strongroom.store import repository as repo
 from strongroom.store.batching import TransactionBatcher
 
 T = TypeVar("T")
-
-# Namespaces and names follow Kubernetes object naming (RFC 1123 subdomain); keys follow
-# Kubernetes Secret data keys, so everything in the store can be projected into a Secret.
-_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
-_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +101,10 @@ class Strongroom:
         )
         self.manifests = Manifests(engine, self.data_keys, self.audit_key, actor=settings.actor)
         self._batcher: TransactionBatcher | None = None
+        # Copies of each transaction's events, sent just before it commits (auditsinks.py).
+        self.sinks = AuditSinks.from_settings(settings.audit_sinks)
+        if self.sinks is not None:
+            repo.publish_audit_to(engine, self.sinks)
 
     @classmethod
     def open(
@@ -121,6 +124,9 @@ class Strongroom:
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
+        if self.sinks is not None:
+            repo.publish_audit_to(self.engine, None)
+            self.sinks.close()
         self.data_keys.forget()
         self.audit_key.forget()
         self.manifests.forget()
@@ -132,37 +138,23 @@ class Strongroom:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # -- validation -------------------------------------------------------------------------
+    # -- validation: the rules are strongroom.validate's ------------------------------------
 
-    def _check_name(self, what: str, text: str) -> None:
-        limit = self.settings.limits.max_name_length
-        if not text:
-            raise ValidationError(f"{what} must not be empty")
-        if len(text) > limit:
-            raise ValidationError(f"{what} is {len(text)} characters; the limit is {limit}")
-        if not _NAME_RE.fullmatch(text):
-            raise ValidationError(
-                f"{what} {text!r} must be lowercase letters, digits, '-' or '.', "
-                "starting and ending with a letter or digit"
-            )
+    def _checked(
+        self, failure: Callable[[StrongroomError], AuditEvent], check: Callable[[], T]
+    ) -> T:
+        """Validate input before any transaction; a refusal is audited like any other failure."""
+        try:
+            return check()
+        except ValidationError as exc:
+            self._audit_failure(failure(exc))
+            raise
 
-    def _check_key(self, key: str) -> None:
-        limit = self.settings.limits.max_key_length
-        if not key:
-            raise ValidationError("a key must not be empty")
-        if len(key) > limit:
-            raise ValidationError(f"key is {len(key)} characters; the limit is {limit}")
-        if not _KEY_RE.fullmatch(key) or key in {".", ".."}:
-            raise ValidationError(f"key {key!r} may contain only letters, digits, '-', '_' and '.'")
-
-    def _encode(self, key: str, value: Any) -> bytes:
-        raw = values.encode(value)
-        limit = self.settings.limits.max_value_bytes
-        if len(raw) > limit:
-            raise ValidationError(
-                f"value of key {key!r} is {len(raw)} bytes as JSON; the limit is {limit}"
-            )
-        return raw
+    def _address(self, namespace: str, name: str, key: str | None = None) -> None:
+        """A secret (and key) to read or delete: raises inside a body, which audits it."""
+        validate.reference(namespace, name, limits=self.settings.limits, write=False)
+        if key is not None:
+            validate.key(key, limits=self.settings.limits, write=False)
 
     # -- auditing ---------------------------------------------------------------------------
 
@@ -178,17 +170,22 @@ class Strongroom:
         version: int | None = None,
         detail: str = "",
     ) -> AuditEvent:
+        # Escaped (validate.printable): a refused input is recorded as it came, and can neither
+        # break the row (a lone surrogate, NUL) nor forge a line where the log is printed.
         return AuditEvent(
             time=datetime.now(UTC),
-            actor=clip(actor or self.settings.actor),
+            actor=clip(validate.printable(actor or self.settings.actor)),
             action=action,
             outcome=outcome,
-            namespace=namespace[:253],
-            name=name[:253],
-            key=clip(key),
+            namespace=validate.printable(namespace)[:253],
+            name=validate.printable(name)[:253],
+            key=clip(validate.printable(key)),
             version=version,
-            detail=clip(detail),
+            detail=clip(validate.printable(detail)),
         )
+
+    def _failed(self, action: str, exc: StrongroomError, **fields: Any) -> AuditEvent:
+        return self._event(action, _outcome(exc), detail=str(exc), **fields)
 
     def _audited(
         self,
@@ -231,15 +228,19 @@ class Strongroom:
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
         except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
-            event = failure(exc)
-            try:
-                self._in_transaction(lambda conn: repo.append_audit(conn, event, key=key))
-            except StoreError as audit_exc:
-                raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
+            self._audit_failure(failure(exc), key)
             raise
         if failed is not None:
             raise failed
         return cast(T, result)  # body returned it, as nothing failed
+
+    def _audit_failure(self, event: AuditEvent, key: ChainKey | None = None) -> None:
+        """Record a failed operation in a transaction of its own (the operation's rolled back)."""
+        chain_key = key or self._chain_key()
+        try:
+            self._in_transaction(lambda conn: repo.append_audit(conn, event, key=chain_key))
+        except StoreError as audit_exc:
+            raise AuditError(f"could not audit a failed {event.action}: {audit_exc}") from None
 
     def _in_transaction(self, work: Callable[[Connection], T]) -> T:
         """One transaction of its own, or a share of one with :meth:`group_commit` on."""
@@ -280,13 +281,19 @@ class Strongroom:
         Returns the new version number. Unchanged keys are re-encrypted under the new version,
         because each ciphertext is bound to its version number.
         """
-        self._check_name("namespace", namespace)
-        self._check_name("name", name)
         removed = set(remove)
-        encoded = self._encode_all(data, removed)
-        if not encoded and not removed and description is None:
-            raise ValidationError("nothing to set: give at least one KEY=VALUE")
-        touched = ",".join(sorted({*encoded, *removed}))
+        touched = ",".join(sorted({str(k) for k in (*data, *removed)}))
+        failure = functools.partial(self._failed, "secret.set", actor=actor, namespace=namespace,
+                                    name=name, key=touched)  # fmt: skip
+
+        def check() -> dict[str, bytes]:
+            encoded = validate.write(namespace, name, data, removed, limits=self.settings.limits,
+                                     description_text=description)  # fmt: skip
+            if not encoded and not removed and description is None:
+                raise ValidationError("nothing to set: give at least one KEY=VALUE")
+            return encoded
+
+        encoded = self._checked(failure, check)
         # Outside the transaction: starting a seed opens a transaction of its own (and may call
         # the KEK), which must not nest inside SQLite's write lock.
         write_key = self.data_keys.for_write()
@@ -297,18 +304,7 @@ class Strongroom:
                 if_absent=if_absent, description=description, actor=actor, touched=touched,
             )  # fmt: skip
 
-        return self._audited(
-            body,
-            lambda exc: self._event(
-                "secret.set",
-                _outcome(exc),
-                actor=actor,
-                namespace=namespace,
-                name=name,
-                key=touched,
-                detail=str(exc),
-            ),
-        )
+        return self._audited(body, failure)
 
     def resolve(
         self,
@@ -332,8 +328,11 @@ class Strongroom:
         ``secret.set``. Returns the resulting version's values, or None when nothing is stored
         and nothing was produced.
         """
-        self._check_name("namespace", namespace)
-        self._check_name("name", name)
+        failure = functools.partial(self._failed, action, actor=actor, namespace=namespace,
+                                    name=name)  # fmt: skip
+        limits = self.settings.limits
+        self._checked(failure, lambda: validate.reference(namespace, name, limits=limits,
+                                                          write=True))  # fmt: skip
         write_key = self.data_keys.for_write()
 
         def body(conn: Connection) -> tuple[SecretValue | None, list[AuditEvent]]:
@@ -358,7 +357,7 @@ class Strongroom:
                 new = dict(produce(current))
                 if not new:
                     break
-                encoded = self._encode_all(new, set())
+                encoded = validate.write(namespace, name, new, (), limits=limits)
                 try:
                     version, events = self._write_version(
                         conn, namespace, name, encoded, write_key, actor=actor,
@@ -373,18 +372,7 @@ class Strongroom:
                 return None, events
             return SecretValue(namespace, name, version, current, description), events
 
-        return self._audited(
-            body,
-            lambda exc: self._event(
-                action, _outcome(exc), actor=actor, namespace=namespace, name=name,
-                detail=str(exc),
-            ),
-        )  # fmt: skip
-
-    def _encode_all(self, data: Mapping[str, Any], removed: builtins.set[str]) -> dict[str, bytes]:
-        for key in [*data, *removed]:
-            self._check_key(key)
-        return {key: self._encode(key, value) for key, value in data.items()}
+        return self._audited(body, failure)
 
     def _write_version(
         self,
@@ -439,6 +427,7 @@ class Strongroom:
         plain.update(encoded)
         if not plain:
             raise ValidationError("a secret must keep at least one key; delete it instead")
+        validate.secret_size(plain, limits=self.settings.limits)
         version = secret.current_version + 1
         rows = []
         for key, raw in plain.items():
@@ -449,7 +438,7 @@ class Strongroom:
                     sealed.ciphertext,
                 )
             )  # fmt: skip
-        who = actor or self.settings.actor
+        who = validate.printable(actor or self.settings.actor)[:255]
         event = self._event(
             "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
             version=version,
@@ -460,7 +449,7 @@ class Strongroom:
             keep_versions=self.settings.keep_versions, write_key=write_key,
         )  # fmt: skip
         repo.add_version(
-            conn, secret=secret, version=version, rows=rows, created_by=who[:255], now=now,
+            conn, secret=secret, version=version, rows=rows, created_by=who, now=now,
             description=description, keep_versions=self.settings.keep_versions,
             manifest=manifest,
         )  # fmt: skip
@@ -479,6 +468,7 @@ class Strongroom:
         """Decrypt the current (or a given) version, all keys or one."""
 
         def body(conn: Connection) -> tuple[SecretValue, AuditEvent]:
+            self._address(namespace, name, key)
             found = self.manifests.read(conn, namespace, name, version)
             if found is None:
                 raise NotFound(f"secret {namespace}/{name} not found")
@@ -524,11 +514,13 @@ class Strongroom:
     ) -> bool:
         """Constant-time comparison of ``candidate`` with the stored value (pgpm's verify)."""
         try:
+            validate.depth(candidate, limit=self.settings.limits.max_json_depth)
             wanted = values.encode(candidate)
         except ValidationError:
             wanted = b""
 
         def body(conn: Connection) -> tuple[bool, AuditEvent]:
+            self._address(namespace, name, key)
             found = self.manifests.read(conn, namespace, name, None)
             if found is None:
                 raise NotFound(f"secret {namespace}/{name} not found")
@@ -569,6 +561,8 @@ class Strongroom:
         """Names, versions and key names; never a value."""
 
         def body(conn: Connection) -> tuple[builtins.list[SecretInfo], AuditEvent]:
+            if namespace is not None:
+                validate.namespace(namespace, limits=self.settings.limits, write=False)
             rows = repo.list_secrets(conn, namespace)
             keys = repo.keys_of_versions(conn, [row.id for row in rows])
             infos = [
@@ -607,6 +601,7 @@ class Strongroom:
         """Delete a secret and every version of it; returns the version it had."""
 
         def body(conn: Connection) -> tuple[int, AuditEvent]:
+            self._address(namespace, name)
             secret = repo.find_secret(conn, namespace, name)
             if secret is None or secret.current_version == 0:
                 return 0, self._removed(conn, namespace, name, actor)
@@ -658,6 +653,7 @@ class Strongroom:
         """
 
         def body(conn: Connection) -> tuple[int, AuditEvent | None]:
+            self._address(namespace, name)
             secret = self._require(conn, namespace, name)
             if secret.current_version <= 1 or datetime.now(UTC) - _aware(secret.updated_at) < grace:
                 return 0, None
@@ -699,6 +695,7 @@ class Strongroom:
 
     def history(self, namespace: str, name: str) -> builtins.list[tuple[int, str, str, datetime]]:
         """(version, state, created by, created at), newest first; metadata only."""
+        self._address(namespace, name)
         with transaction(self.engine) as conn:
             secret = self._require(conn, namespace, name)
             return repo.version_history(conn, secret.id)
@@ -725,6 +722,46 @@ class Strongroom:
                     False, 0, 1, "the log is empty but the store holds data keys: it was emptied"
                 )
             return report
+
+    def audit_checkpoint(self) -> Checkpoint | None:
+        """The chain's current head as a checkpoint (:mod:`strongroom.audit`), to publish
+        outside the store; None while the chain has no audit key (nothing keyed to publish).
+
+        Raises :class:`IntegrityError` when the head row does not authenticate: a rewritten
+        head is never published.
+        """
+        stored = self.audit_key.stored()
+        if stored is None:
+            return None
+        key = stored[0]
+        with self.engine.connect() as conn:
+            head = repo.audit_chain_head(conn)
+        if head is None or not hmac.compare_digest(head.mac, key.head(head.seq, head.hash)):
+            raise IntegrityError("the audit chain head does not authenticate")
+        return checkpoint_of(key, head)
+
+    def audit_check_checkpoint(self, checkpoint: Checkpoint) -> str | None:
+        """Why this store does not reach ``checkpoint``, in one line; None when it does.
+
+        Reads the head and one event (cheap at any log size); :meth:`audit_verify` walks the
+        whole chain. Neither moves the checkpoint.
+        """
+        stored = self.audit_key.stored()
+        with self.engine.connect() as conn:
+            head = repo.audit_chain_head(conn)
+            link = repo.audit_link_at(conn, checkpoint.seq)
+        if head is None:
+            return "the store's audit chain head row is missing"
+        key = None if stored is None else stored[0]
+        problem = checkpoint_problem(checkpoint, head=head, link=link, key=key)
+        if problem is None and key is not None and not hmac.compare_digest(
+            head.mac, key.head(head.seq, head.hash)
+        ):
+            problem = (
+                "the store's audit chain head does not authenticate: events after it were "
+                "deleted or the head was rewritten"
+            )
+        return problem
 
     def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:

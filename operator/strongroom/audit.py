@@ -44,6 +44,22 @@ earlier put back after truncating the log to it); and a store whose audit key an
 were all deleted and replaced by a forged chain of unkeyed events, which looks like a store
 upgraded from revision 0001 and not used since (``strongroom audit verify`` says "not keyed").
 
+**Checkpoint.** A head recorded outside the store (the operator publishes one,
+:mod:`strongroom.operator.checkpoint`) is the pair ``SEQ:MAC``::
+
+    MAC = hex HMAC-SHA256(K, "strongroom/audit/v2 head\n" || SEQ || "\n" || link of event SEQ)
+
+that is, the head MAC the store held when its head was event ``SEQ``. The store keeps only its
+current head's MAC, but anyone with the audit key can recompute the MAC of any earlier head from
+that event's link, so a checkpoint needs nothing else. A store *reaches* a checkpoint when its
+head is at ``SEQ`` or beyond and the MAC recomputed from its event ``SEQ`` is ``MAC``; as each
+link covers all before it, the store then holds exactly the checkpointed chain up to ``SEQ``.
+Anything else is a failure, never a reason to adopt the checkpoint: a head behind ``SEQ`` (an
+older copy, a truncated or an emptied log), a store with no audit key (the keyed chain deleted),
+or another link at ``SEQ`` (another store, or an older copy written to since). Computing a MAC
+needs ``K``, so nobody without the KEK can make a checkpoint that a store other than the one it
+was taken from reaches; a checkpoint can only be replayed (an older true one put back).
+
 Events never carry a value: only who, when, what and the outcome.
 """
 
@@ -53,8 +69,9 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 GENESIS_HASH = "0" * 64
 
@@ -183,6 +200,16 @@ def seal_event(
     return placed
 
 
+class AuditPublisher(Protocol):
+    """Receives each transaction's sealed events, in chain order, just before it commits.
+
+    Raising stops the commit: the transaction rolls back and the operation fails
+    (:mod:`strongroom.auditsinks` does so in ``require`` mode when no sink took the events).
+    """
+
+    def publish(self, events: Sequence[AuditEvent]) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class ChainReport:
     ok: bool
@@ -262,6 +289,64 @@ def _head_problem(
         return count, (
             "the chain head does not authenticate: events after it were deleted or the head "
             "was rewritten"
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A head recorded outside the store: ``SEQ:MAC`` (format in the module docstring)."""
+
+    seq: int
+    mac: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.mac}"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """``SEQ:MAC``: a positive sequence number and 64 lowercase hex characters."""
+        seq, sep, mac = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1:
+            raise ValueError("a checkpoint is SEQ:MAC with SEQ a positive event number")
+        if len(mac) != 64 or not set(mac) <= _HEX:
+            raise ValueError("a checkpoint's MAC is 64 lowercase hex characters")
+        return cls(int(seq), mac)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def checkpoint_of(key: ChainKey, head: ChainHead) -> Checkpoint:
+    """The checkpoint of ``head`` (whose MAC the caller has checked, or is about to)."""
+    return Checkpoint(head.seq, key.head(head.seq, head.hash))
+
+
+def checkpoint_problem(
+    checkpoint: Checkpoint, *, head: ChainHead, link: str | None, key: ChainKey | None
+) -> str | None:
+    """Why a store with ``head`` (``link``: its event ``checkpoint.seq``'s, if it has one) does
+    not reach ``checkpoint``, in one line; None when it does.
+
+    A checkpoint ahead of the store is a failure like any other: the check never moves toward
+    the checkpoint, so a forged one can only make it fail.
+    """
+    if head.seq < checkpoint.seq:
+        return (
+            f"the store's audit head is event {head.seq}, behind the checkpoint at event "
+            f"{checkpoint.seq}: the database is an older copy, or was truncated or emptied"
+        )
+    if key is None:
+        return (
+            f"the store's audit chain has no audit key, but the checkpoint at event "
+            f"{checkpoint.seq} was keyed: the keyed chain was deleted or the database replaced"
+        )
+    if link is None:
+        return f"event {checkpoint.seq} of the checkpoint is missing from the store's audit log"
+    if not hmac.compare_digest(key.head(checkpoint.seq, link), checkpoint.mac):
+        return (
+            f"at event {checkpoint.seq} the store's audit chain differs from the checkpoint: "
+            "the database was replaced, or is an older copy written to since"
         )
     return None
 

@@ -3,6 +3,14 @@
 Errors are one line on stderr and a non-zero exit (1: failed, 2: bad usage), never a
 traceback (set STRONGROOM_DEBUG=1 to get one for an unexpected failure). Values are printed
 only by ``secret get``; everything else shows names, versions and masked values.
+
+Every line printed is made of text passed through :func:`strongroom.validate.printable` (or
+JSON escaped the same way): a newline or a terminal escape in a name, an actor, a message or
+an audit detail shows as ``\\n`` or ``\\x1b``, so it cannot forge a line of ``audit tail`` or
+drive the terminal. The one exception is the value ``secret get`` prints, which is the
+secret's own bytes (``--json`` prints it escaped). A usage error names the options and
+commands the parser defines, never what was typed where a value may stand (argparse's own
+messages quote it: ``unrecognized arguments: --bogus pw=hunter2``).
 """
 
 from __future__ import annotations
@@ -10,19 +18,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets as pysecrets
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from strongroom import values
+from strongroom import validate, values
 from strongroom.api import Strongroom
+from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
 from strongroom.config import KekSpec, Settings
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
 
+if TYPE_CHECKING:
+    from strongroom.operator.checkpoint import CheckpointRef
+
 MASK = "••••••••"
+CHECKPOINT_RESET_ACTION = "audit.checkpoint.reset"
+
+T = TypeVar("T")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,7 +48,34 @@ class UsageError(StrongroomError):
     """Bad arguments found after parsing (exit 2, like argparse's own)."""
 
 
+class _BadUsage(Exception):  # noqa: N818 - a signal from the parser to main(), never seen outside
+    """argparse found the command line malformed; main() prints it without the typed values."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that its errors go to main() to be printed without argument values."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadUsage(self, message)
+
+
+def _say(*parts: object, file: Any = None) -> None:
+    """Print one line, each part escaped (:func:`strongroom.validate.printable`)."""
+    print("".join(validate.printable(part) for part in parts), file=file or sys.stdout)
+
+
+def _say_json(doc: Any, **options: Any) -> None:
+    print(validate.printable_json(json.dumps(doc, ensure_ascii=False, **options)))
+
+
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.database_url is not None and not args.database_url.strip():
+        raise ConfigError("--database-url is empty: give a URL or leave the flag out")
     kek = None
     if getattr(args, "kek", None):
         try:
@@ -48,15 +92,28 @@ def _open(args: argparse.Namespace) -> Strongroom:
 def _ref(text: str) -> tuple[str, str]:
     namespace, sep, name = text.partition("/")
     if not sep or not namespace or not name or "/" in name:
-        raise UsageError(f"{text!r} is not NAMESPACE/NAME")
+        # Not echoed: a value typed where the reference belongs must not reach the terminal.
+        raise UsageError("the secret must be given as NAMESPACE/NAME (one '/')")
     return namespace, name
 
 
 # --- keygen / db ---------------------------------------------------------------------------
 
 
-def cmd_keygen(_args: argparse.Namespace) -> int:
-    print(pysecrets.token_hex(32))
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = pysecrets.token_hex(32)
+    if args.out is None:
+        print(key)
+        return 0
+    try:  # created 0600 whatever the umask; never over an existing file (it may be the key)
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # fmt: skip
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {args.out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    _say("strongroom: wrote a new master key to ", args.out,
+         " (mode 0600); back it up apart from the database", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -69,9 +126,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if before == after:
-        print(f"database schema already at {after}")
+        _say(f"database schema already at {after}")
     else:
-        print(f"database schema upgraded from {before or 'empty'} to {after}")
+        _say(f"database schema upgraded from {before or 'empty'} to {after}")
     return 0
 
 
@@ -80,7 +137,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for item in args.assignments:
+    for number, item in enumerate(args.assignments, start=1):
+        # Errors name the assignment by position, never by its text: it may be the value.
         if ":=" in item and ("=" not in item or item.index(":=") < item.index("=")):
             key, _, raw = item.partition(":=")
             try:
@@ -89,13 +147,18 @@ def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError(
                     f"{key}:= needs a JSON value (e.g. {key}:='{{\"a\": 1}}')"
                 ) from None
+            except RecursionError:  # json's parser recurses; the validator's limit is lower
+                raise ValidationError(
+                    f"value of key {key!r}: a value nests objects or lists too deeply"
+                ) from None
         elif "=" in item:
             key, _, raw = item.partition("=")
             data[key] = raw
         else:
-            raise UsageError(f"{item!r} is not KEY=VALUE or KEY:=JSON")
+            raise UsageError(f"assignment {number} is not KEY=VALUE or KEY:=JSON (not shown: "
+                             "it may be a value)")  # fmt: skip
         if not key:
-            raise UsageError(f"{item!r} has an empty key")
+            raise UsageError(f"assignment {number} has an empty key")
     for item in args.from_file or []:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
@@ -127,7 +190,7 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
             replace=args.replace,
             description=args.description,
         )
-    print(f"{namespace}/{name}: version {version}")
+    _say(namespace, "/", name, f": version {version}")
     return 0
 
 
@@ -142,13 +205,13 @@ def cmd_secret_get(args: argparse.Namespace) -> int:
             "version": secret.version,
             "data": dict(secret.data),
         }
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _say_json(doc, indent=2)
     elif args.key is not None:
         text = values.render(secret.data[args.key])
         sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
     else:
         for key, value in secret.data.items():
-            print(f"{key}={values.render(value)}")
+            print(f"{validate.printable(key)}={values.render(value)}")  # the value as stored
     return 0
 
 
@@ -167,16 +230,17 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
             }
             for info in infos
         ]
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        _say_json(doc, indent=2)
         return 0
     if not infos:
         print("no secrets", file=sys.stderr)
         return 0
-    width = max(len(f"{i.namespace}/{i.name}") for i in infos)
+    refs = [validate.printable(f"{i.namespace}/{i.name}") for i in infos]
+    width = max(len(ref) for ref in refs)
     print(f"{'SECRET':<{width}}  VERSION  KEYS")
-    for info in infos:
-        keys = " ".join(f"{key}={MASK}" for key in info.keys)
-        print(f"{info.namespace + '/' + info.name:<{width}}  {info.version:<7}  {keys}")
+    for ref, info in zip(refs, infos, strict=True):
+        keys = " ".join(f"{validate.printable(key)}={MASK}" for key in info.keys)
+        print(f"{ref:<{width}}  {info.version:<7}  {keys}")
     return 0
 
 
@@ -184,7 +248,7 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
     namespace, name = _ref(args.ref)
     with _open(args) as room:
         version = room.delete(namespace, name)
-    print(f"{namespace}/{name}: deleted (was version {version})")
+    _say(namespace, "/", name, f": deleted (was version {version})")
     return 0
 
 
@@ -211,7 +275,7 @@ def cmd_secret_history(args: argparse.Namespace) -> int:
         rows = room.history(namespace, name)
     print("VERSION  STATE      CREATED                           BY")
     for version, state, by, at in rows:
-        print(f"{version:<7}  {state:<9}  {at.isoformat():<32}  {by}")
+        _say(f"{version:<7}  {state:<9}  {at.isoformat():<32}  ", by)
     return 0
 
 
@@ -219,23 +283,115 @@ def cmd_secret_history(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    # The checkpoint first, then the store: one published meanwhile is never ahead of a store
+    # that holds it (the order the operator keeps too).
+    expected, source = _expected_checkpoint(args)
     with _open(args) as room:
         report = room.audit_verify()
-    if report.ok:
-        if report.keyed_from is not None:
-            print(f"audit chain intact: {report.count} events, keyed from event "
-                  f"{report.keyed_from}")  # fmt: skip
+        problem = room.audit_check_checkpoint(expected) if expected and report.ok else None
+    if not report.ok:
+        _say(f"strongroom: audit chain broken at event {report.first_bad_seq}: ", report.reason,
+             file=sys.stderr)  # fmt: skip
+        return 1
+    if problem is not None:
+        _say("strongroom: ", source, ": ", problem, file=sys.stderr)
+        return 1
+    if report.keyed_from is not None:
+        print(f"audit chain intact: {report.count} events, keyed from event {report.keyed_from}")
+    else:
+        print(f"audit chain intact: {report.count} events")
+        if report.count:
+            print("strongroom: the chain is not keyed yet (written before schema 0002); "
+                  "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
+    if expected is not None:
+        _say(source, f": reached (event {expected.seq})")
+    return 0
+
+
+def _expected_checkpoint(args: argparse.Namespace) -> tuple[Checkpoint | None, str]:
+    """The checkpoint ``audit verify`` compares with (--expect, or read from --checkpoint)."""
+    if args.expect:
+        try:
+            return Checkpoint.parse(args.expect), f"audit checkpoint {args.expect.strip()}"
+        except ValueError as exc:
+            raise UsageError(f"--expect: {exc}") from None
+    if not args.checkpoint:
+        return None, ""
+    from strongroom.operator.checkpoint import read_published
+
+    ref = _checkpoint_ref(args.checkpoint)
+    published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
+    if malformed:
+        raise StrongroomError(malformed)
+    if published is None or published.checkpoint is None:
+        raise StrongroomError(f"audit checkpoint {ref}: none published (no ConfigMap, or empty)")
+    return published.checkpoint, f"audit checkpoint {ref}"
+
+
+def _checkpoint_ref(text: str) -> CheckpointRef:
+    try:
+        from strongroom.operator.checkpoint import CheckpointRef
+    except ImportError:
+        raise ConfigError(
+            "reading a checkpoint from Kubernetes needs the operator's extras: "
+            "pip install 'strongroom[operator]' (or use --expect SEQ:MAC)"
+        ) from None
+    namespace, name = _ref(text)
+    return CheckpointRef.parse(f"{namespace}/{name}")
+
+
+def _kube_call(call: Callable[[Any], T], ref: CheckpointRef) -> T:
+    """``call`` with a CoreV1Api from the kubeconfig; API failures as one line."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from strongroom.operator.runtime import load_kube_config
+
+    try:
+        return call(k8s.CoreV1Api(load_kube_config(1, 30.0)))
+    except ApiException as exc:
+        raise StrongroomError(
+            f"audit checkpoint {ref}: the Kubernetes API answered {exc.status} ({exc.reason})"
+        ) from None
+    except HTTPError as exc:
+        raise StrongroomError(
+            f"audit checkpoint {ref}: Kubernetes API unreachable ({type(exc).__name__})"
+        ) from None
+
+
+def cmd_audit_checkpoint_reset(args: argparse.Namespace) -> int:
+    """Accept the store's head as the checkpoint (after restoring a backup), audited."""
+    from strongroom.operator.checkpoint import read_published, write_published
+
+    ref = _checkpoint_ref(args.ref)
+    reason = args.reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why the store's head is accepted")
+    published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
+    with _open(args) as room:
+        old = published.checkpoint if published is not None else None
+        if malformed:
+            was = "malformed"
+        elif old is None:
+            was = "none"
         else:
-            print(f"audit chain intact: {report.count} events")
-            if report.count:
-                print("strongroom: the chain is not keyed yet (written before schema 0002); "
-                      "the next audited operation starts its keyed part", file=sys.stderr)  # fmt: skip
-        return 0
-    print(
-        f"strongroom: audit chain broken at event {report.first_bad_seq}: {report.reason}",
-        file=sys.stderr,
-    )
-    return 1
+            problem = room.audit_check_checkpoint(old)
+            was = f"event {old.seq}, " + ("which the store reaches" if problem is None
+                                          else "which the store does not reach")  # fmt: skip
+        room.record(AuditEvent(
+            time=datetime.now(UTC), actor=room.settings.actor, action=CHECKPOINT_RESET_ACTION,
+            outcome=Outcome.OK, namespace=ref.namespace, name=ref.name,
+            detail=clip(validate.printable(f"checkpoint was {was}; reason: {reason}")),
+        ))  # fmt: skip
+        head = room.audit_checkpoint()
+    if head is None:  # cannot happen: the event just recorded is keyed
+        raise StrongroomError("the store's audit chain has no audit key")
+    actor = room.settings.actor
+    _kube_call(lambda core: write_published(core, ref, head, previous=published, by=actor), ref)
+    _say(f"audit checkpoint {ref}: reset to event {head.seq} (was {was}); recorded as "
+         f"audit event {CHECKPOINT_RESET_ACTION}")  # fmt: skip
+    return 0
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
@@ -243,34 +399,31 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
         events = room.audit_tail(args.count)
     for event in events:
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "seq": event.seq,
-                        "time": event.time.isoformat(),
-                        "actor": event.actor,
-                        "action": event.action,
-                        "namespace": event.namespace,
-                        "name": event.name,
-                        "key": event.key,
-                        "version": event.version,
-                        "outcome": event.outcome,
-                        "detail": event.detail,
-                        "hash": event.hash,
-                    },
-                    ensure_ascii=False,
-                )
+            _say_json(
+                {
+                    "seq": event.seq,
+                    "time": event.time.isoformat(),
+                    "actor": event.actor,
+                    "action": event.action,
+                    "namespace": event.namespace,
+                    "name": event.name,
+                    "key": event.key,
+                    "version": event.version,
+                    "outcome": event.outcome,
+                    "detail": event.detail,
+                    "hash": event.hash,
+                }
             )
         else:
+            # Every field escaped: the rows come from the database (and, for a refused call,
+            # from whatever the caller sent), and one line must stay one event.
             target = f"{event.namespace}/{event.name}" if event.name else event.namespace or "-"
             if event.key:
                 target += f" [{event.key}]"
             version = f" v{event.version}" if event.version is not None else ""
-            print(
-                f"{event.seq:>6} {event.time.isoformat(timespec='seconds')} {event.actor} "
-                f"{event.action} {target}{version} {event.outcome}"
-                + (f" ({event.detail})" if event.detail else "")
-            )
+            _say(f"{event.seq:>6} {event.time.isoformat(timespec='seconds')} ", event.actor, " ",
+                 event.action, " ", target, f"{version} ", event.outcome,
+                 f" ({event.detail})" if event.detail else "")  # fmt: skip
     return 0
 
 
@@ -288,15 +441,9 @@ def cmd_kek_rotate(args: argparse.Namespace) -> int:
     with _open(args) as room:
         target = keyring_for(room.settings, target_spec.provider, target_spec.key)
         report = rotate_kek(room, target)
-    print(
-        json.dumps({"rewrapped": report.rewrapped, "unchanged": report.already,
-                    "kek": report.target})
-    )  # fmt: skip
-    print(
-        f"strongroom: every data key is now wrapped by {report.target}; "
-        f"set STRONGROOM_KEK={target_spec} before the next write",
-        file=sys.stderr,
-    )
+    _say_json({"rewrapped": report.rewrapped, "unchanged": report.already, "kek": report.target})
+    _say(f"strongroom: every data key is now wrapped by {report.target}; "
+         f"set STRONGROOM_KEK={target_spec} before the next write", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -309,14 +456,14 @@ def cmd_kek_status(args: argparse.Namespace) -> int:
         usage = repo.data_key_usage(conn)
         audit_keys = repo.audit_key_rows(conn)
     print("DATA KEY                              STATE    VERSIONS  PROVIDER  KEK (VERSION)")
-    for key in keys:
+    for key in keys:  # rows of the database: escaped like any other printed text
         version = f" (v{key.kek_version})" if key.kek_version else ""
-        print(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
-              f"{key.kek_id}{version}")  # fmt: skip
+        _say(f"{key.id:<36}  {key.state:<7}  {usage.get(key.id, 0):<8}  {key.provider:<8}  "
+             f"{key.kek_id}{version}")  # fmt: skip
     for audit_key in audit_keys:
         version = f" (v{audit_key.kek_version})" if audit_key.kek_version else ""
-        print(f"{audit_key.id:<36}  audit    -         {audit_key.provider:<8}  "
-              f"{audit_key.kek_id}{version}")  # fmt: skip
+        _say(f"{audit_key.id:<36}  audit    -         {audit_key.provider:<8}  "
+             f"{audit_key.kek_id}{version}")  # fmt: skip
     return 0
 
 
@@ -326,12 +473,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     with _open(args) as room:
         report = rekey(room, batch=args.batch)
     for failure in report.failures:
-        print(
-            f"strongroom: not re-encrypted: {failure.namespace}/{failure.name} "
-            f"[{failure.key}] v{failure.version}: {failure.reason}",
-            file=sys.stderr,
-        )
-    print(json.dumps(report.summary()))
+        _say(f"strongroom: not re-encrypted: {failure.namespace}/{failure.name} "
+             f"[{failure.key}] v{failure.version}: {failure.reason}", file=sys.stderr)  # fmt: skip
+    _say_json(report.summary())
     return 0 if report.fail == 0 else 1
 
 
@@ -339,7 +483,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="strongroom",
         description=(
             "Strongroom keeps secrets envelope-encrypted in a database and syncs them into "
@@ -357,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keygen = sub.add_parser("keygen", help="print a new random master key (64 hex characters)")
+    keygen.add_argument("--out", metavar="PATH",
+                        help="write it to a new file of mode 0600 instead (never overwritten)")  # fmt: skip
     keygen.set_defaults(handler=cmd_keygen)
 
     db = sub.add_parser("db", help="manage the database schema")
@@ -435,8 +581,36 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     a_ver = a_sub.add_parser(
         "verify",
         help="check the hash chain; exit 0 only if it is intact",
+        description=(
+            "Check every link of the audit chain and its head with the audit key. With "
+            "--checkpoint or --expect, also check that the store reaches a head recorded "
+            "outside it: a store whose head is behind it (an older copy, truncated or emptied) "
+            "or whose chain differs at its event fails (exit 1)."
+        ),
     )
+    a_ver_cp = a_ver.add_mutually_exclusive_group()
+    a_ver_cp.add_argument("--checkpoint", metavar="NS/NAME",
+                          help="the operator's checkpoint ConfigMap, read through the kubeconfig")  # fmt: skip
+    a_ver_cp.add_argument("--expect", metavar="SEQ:MAC",
+                          help="a checkpoint recorded elsewhere (no Kubernetes needed)")  # fmt: skip
     a_ver.set_defaults(handler=cmd_audit_verify)
+    a_cp = a_sub.add_parser("checkpoint", help="manage the audit checkpoint kept outside the store")
+    a_cp_sub = a_cp.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
+    a_reset = a_cp_sub.add_parser(
+        "reset",
+        help="accept the store's head as the checkpoint (after restoring a backup)",
+        description=(
+            "Restoring a backup means accepting an older audit head: the operator refuses to "
+            "reconcile from a store behind its checkpoint. This records an audit event "
+            "(audit.checkpoint.reset, with the old checkpoint and --reason) in the store, then "
+            "writes the store's head, that event included, into the ConfigMap NS/NAME through "
+            "the kubeconfig. A waiting operator resumes at its next check."
+        ),
+    )
+    a_reset.add_argument("ref", metavar="NS/NAME", help="the checkpoint ConfigMap")
+    a_reset.add_argument("--reason", required=True,
+                         help="why the older head is accepted (kept in the audit log)")  # fmt: skip
+    a_reset.set_defaults(handler=cmd_audit_checkpoint_reset)
     a_tail = a_sub.add_parser("tail", help="print the latest audit events")
     a_tail.add_argument("-n", "--count", type=_positive, default=20, help="how many (default 20)")
     a_tail.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -476,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     return parser
 
 
-def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
     """Commands from layers that need optional dependencies (the operator)."""
     run = sub.add_parser(
         "run",
@@ -500,6 +674,10 @@ def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser
                           "STRONGROOM_LEASE_SECONDS sets its duration, 15 s)")  # fmt: skip
     run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                      help="serve Prometheus metrics on this port (/metrics)")  # fmt: skip
+    run.add_argument("--audit-checkpoint", metavar="[NAMESPACE/]NAME | off", default=None,
+                     help="publish the audit head to this ConfigMap and check the store against "
+                          "it at start (default: strongroom-audit-checkpoint in POD_NAMESPACE; "
+                          "STRONGROOM_AUDIT_CHECKPOINT_SECONDS sets how often, 30 s at most)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
 
@@ -513,7 +691,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
-        metrics_port=args.metrics_port)  # fmt: skip
+        metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint)  # fmt: skip
     return 0
 
 
@@ -521,31 +699,102 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError("must be a positive whole number") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
+        raise argparse.ArgumentTypeError("must be a positive whole number")
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+_OPTION_NAME = re.compile(r"--?[A-Za-z][-A-Za-z0-9_]*")
+
+
+def _vocabulary(parser: argparse.ArgumentParser) -> set[str]:
+    """Every word the parser defines: option strings, command names, choices, metavars."""
+    words: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk of its tree
+        words.update(action.option_strings)
+        words.update(str(m) for m in (action.metavar, action.dest) if m)
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                words.add(command)
+                words |= _vocabulary(child)
+        elif action.choices is not None:
+            words.update(str(choice) for choice in action.choices)
+    return words
+
+
+def _without_values(message: str, argv: Iterable[str], vocabulary: set[str]) -> str:
+    """An argparse message with every piece of the command line that it quotes taken out.
+
+    argparse repeats what was typed (``invalid choice: 'pw=hunter2'``, ``ambiguous option:
+    --pa=hunter2 could match ...``, ``ignored explicit argument 'hunter2'``). Any piece of
+    argv that is neither a word the parser defines nor shaped like an option name
+    (``--bogus``, which argparse itself takes for one) is replaced by ``…``; an option typed as
+    ``--name=value`` keeps its name only.
+    """
+    pieces: set[str] = set()
+    for token in argv:
+        name, sep, value = token.partition("=")
+        if sep and _OPTION_NAME.fullmatch(name):
+            message = message.replace(token, f"{name}=…")
+            pieces.add(value)
+        elif not _OPTION_NAME.fullmatch(token):  # an option's name is shown, as argparse reads it
+            pieces.update((token, name, value) if sep else (token,))
+    for piece in sorted(pieces - vocabulary - {""}, key=len, reverse=True):
+        message = message.replace(repr(piece), "'…'")
+        message = re.sub(rf"(?<![\w.=-]){re.escape(piece)}(?![\w.=-])", "…", message)
+    return message
+
+
+def _unrecognized(extras: Sequence[str]) -> str:
+    """Unknown options by name; other stray arguments only counted (they may be values)."""
+    options = sorted({e.partition("=")[0] for e in extras if e.startswith("-")})
+    others = sum(1 for e in extras if not e.startswith("-"))
+    parts = []
+    if options:
+        parts.append(f"unrecognized option{'s' if len(options) > 1 else ''} {', '.join(options)}")
+    if others:
+        parts.append(f"{others} unexpected argument{'s' if others > 1 else ''} (not shown: "
+                     "an argument may be a value)")  # fmt: skip
+    return "; ".join(parts)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | None:
+    """The parsed command line, or None after printing a usage error without its values."""
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    # `secret set ns/x --from-file a=PATH b=2`: argparse stops collecting positionals at the
-    # first option; assignments after it are still assignments.
-    if getattr(args, "handler", None) is cmd_secret_set and not any(
-        e.startswith("-") for e in extras
-    ):
-        args.assignments = [*args.assignments, *extras]
-    elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extras = parser.parse_known_args(given)
+        # `secret set ns/x --from-file a=PATH b=2`: argparse stops collecting positionals at
+        # the first option; assignments after it are still assignments.
+        if getattr(args, "handler", None) is cmd_secret_set and not any(
+            e.startswith("-") for e in extras
+        ):
+            args.assignments = [*args.assignments, *extras]
+        elif extras:
+            parser.error(_unrecognized(extras))
+    except _BadUsage as bad:
+        bad.parser.print_usage(sys.stderr)
+        message = _without_values(bad.message, given, _vocabulary(parser))
+        _say(bad.parser.prog, ": error: ", message, file=sys.stderr)
+        return None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    return 2 if args is None else _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
     except UsageError as exc:
-        print(f"strongroom: error: {exc}", file=sys.stderr)
+        _say("strongroom: error: ", exc, file=sys.stderr)
         return 2
     except StrongroomError as exc:
-        print(f"strongroom: error: {exc}", file=sys.stderr)
+        _say("strongroom: error: ", exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)

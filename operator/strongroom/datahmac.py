@@ -9,11 +9,14 @@ annotation, hex of::
     K_ns = HMAC-SHA256(K, "strongroom.io/data-hmac/v2\\0" + namespace)
 
 ``K`` is 32 random bytes kept as a value in the store under :data:`HMAC_SECRET`, whose
-namespace (``strongroom.internal``) contains a dot and so is no Kubernetes namespace: no
-ManagedSecret can address it, so no tenant can have it projected into a Secret. Anyone can
-read a ManagedSecret's status in their own namespace; with a key per namespace and the
-ManagedSecret's identity inside the MAC, equal values in two namespaces (or two objects) give
-unrelated HMACs, and a tenant cannot test guesses of another tenant's value by comparing them.
+namespace (:data:`strongroom.validate.INTERNAL`, ``strongroom.internal``) contains a dot and so
+is no Kubernetes namespace: no ManagedSecret can address it, so no tenant can have it projected
+into a Secret. The validator refuses that namespace to every caller that does not hold the
+``INTERNAL`` object itself (this module does), so the command line cannot read or write it
+either. Anyone can read a ManagedSecret's status in their own namespace; with a key per
+namespace and the ManagedSecret's identity inside the MAC, equal values in two namespaces (or
+two objects) give unrelated HMACs, and a tenant cannot test guesses of another tenant's value
+by comparing them.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from collections.abc import Mapping
 
 from strongroom.api import Strongroom
 from strongroom.errors import AlreadyExists, NotFound
+from strongroom.validate import INTERNAL
 
-HMAC_SECRET = ("strongroom.internal", "sync-hmac-key")
+HMAC_SECRET = (INTERNAL, "sync-hmac-key")
 _LABEL = b"strongroom.io/data-hmac/v2\0"
 
 

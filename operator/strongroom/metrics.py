@@ -81,3 +81,34 @@ OLDEST_UNROTATED = Gauge(
     "strongroom_oldest_generated_value_age_seconds",
     "Age of the oldest generated value among the tracked ManagedSecrets.",
 )
+AUDIT_SINK_EVENTS = Counter(
+    "strongroom_audit_sink_events",
+    "Audit events an audit sink took (STRONGROOM_AUDIT_SINKS), by sink.",
+    ["sink"],
+)
+AUDIT_SINK_FAILURES = Counter(
+    "strongroom_audit_sink_failures",
+    "Audit events an audit sink did not take, by sink: lost to that sink in best-effort mode; "
+    "in require mode the operation failed unless another sink took them.",
+    ["sink"],
+)
+AUDIT_CHECKPOINT_SEQ = Gauge(
+    "strongroom_audit_checkpoint_seq",
+    "Sequence number of the audit head this operator last published or found published as the "
+    "checkpoint (0: none yet). It never goes down while the store is the same one.",
+)
+AUDIT_CHECKPOINT_CHECKED = Gauge(
+    "strongroom_audit_checkpoint_checked_timestamp_seconds",
+    "When the store was last found to reach the published audit checkpoint (Unix time).",
+)
+AUDIT_CHECKPOINT_MISMATCH = Gauge(
+    "strongroom_audit_checkpoint_mismatch",
+    "1 when the store does not reach the published audit checkpoint (an older, truncated, "
+    "emptied or replaced database); the operator then does not reconcile.",
+)
+AUDIT_CHECKPOINT_ERRORS = Counter(
+    "strongroom_audit_checkpoint_errors",
+    "Reads (op=read) or writes (op=write) of the audit checkpoint the Kubernetes API refused or "
+    "did not answer.",
+    ["op"],
+)

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from strongroom.config import parse_duration
+from strongroom.validate import K8S_SECRET_MAX_BYTES
 
 MANAGED_BY = "strongroom.io/managed-by"
 MANAGED_BY_VALUE = "strongroom"
@@ -54,7 +55,7 @@ MAX_DURATION = timedelta(days=36500)  # a hundred years: longer is a typo, not a
 MAX_DURATION_LENGTH = 32
 # A Secret's data is at most 1 MiB; a store entry past this many keys is refused new ones (a
 # tenant renaming generated keys over and over would otherwise grow the shared store forever).
-MAX_SECRET_BYTES = 1024 * 1024
+MAX_SECRET_BYTES = K8S_SECRET_MAX_BYTES
 MAX_KEYS = 256
 # Nothing is scheduled sooner than this after a reconcile, whatever the spec asks.
 MIN_RESCHEDULE = MIN_REFRESH_INTERVAL

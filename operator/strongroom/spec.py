@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from strongroom import policy
+from strongroom import policy, validate
+from strongroom.errors import ValidationError
 
 CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
@@ -71,6 +72,10 @@ def _item(raw: object, index: int) -> DataItem:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("key"), str) or not raw["key"]:
         raise policy.SpecRefusedError(f"data[{index}] needs a key")
     key = raw["key"]
+    try:  # the store's rule (Kubernetes' rule for Secret keys): `..data` is refused here too
+        validate.key(key, write=True)
+    except ValidationError as exc:
+        raise policy.SpecRefusedError(f"data[{index}].key: {exc}") from None
     generate, from_secret = raw.get("generate"), raw.get("fromSecret")
     if generate is not None and from_secret is not None:
         raise policy.SpecRefusedError(f"data[{key}] takes at most one source (generate or fromSecret)")
@@ -110,6 +115,10 @@ class Spec:
         if not isinstance(target, Mapping) or not isinstance(rotation, Mapping):
             raise policy.SpecRefusedError("target and rotation must be objects")
         where = Target.parse(name, spec)
+        try:
+            validate.name(where.name)
+        except ValidationError as exc:
+            raise policy.SpecRefusedError(f"target.name: {exc}") from None
         target_type = str(target.get("type") or "Opaque")
         policy.check_target_type(target_type)
         keep = rotation.get("keepPrevious")

@@ -37,7 +37,7 @@ from strongroom import policy, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
-from strongroom.errors import KeyringError, StoreError, StrongroomError
+from strongroom.errors import KeyringError, StoreError, StrongroomError, ValidationError
 from strongroom.kubewrites import DirectWrites, discard, read_json
 from strongroom.metrics import SECRET_WRITES
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, OWNER_UID_ANNOTATION
@@ -227,6 +227,8 @@ class Syncer:
             return Result(False, Reason.KEK_UNAVAILABLE, clip(str(exc)), retry=True)
         except StoreError as exc:
             return Result(False, Reason.STORE_UNAVAILABLE, clip(str(exc)), retry=True)
+        except ValidationError as exc:  # the same input gets the same answer: no retry
+            return Result(False, Reason.STORE_REJECTED, clip(str(exc)), permanent=True)
         except StrongroomError as exc:
             return Result(False, Reason.STORE_REJECTED, clip(str(exc)), retry=True)
         except policy.SpecRefusedError as exc:  # found out only once the store was read
@@ -678,9 +680,12 @@ def status_patch(
     essential = {k: status.get(k) for k in new}
     if essential == new and not result.wrote:
         return None
-    new["lastSyncTime"] = (
-        _iso(now) if result.wrote or not status.get("lastSyncTime") else (status["lastSyncTime"])
-    )
+    # When a Secret was last written, not when the operator last looked: a failure or a no-op
+    # pass leaves it as it was (absent until the first write).
+    if result.wrote:
+        new["lastSyncTime"] = _iso(now)
+    elif status.get("lastSyncTime"):
+        new["lastSyncTime"] = status["lastSyncTime"]
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new

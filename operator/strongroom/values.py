@@ -29,7 +29,15 @@ def encode(value: JSONValue) -> bytes:
         raise ValidationError(
             "a value must be JSON: a string, number, boolean, object or list"
         ) from None
-    return text.encode("utf-8")
+    except RecursionError:  # strongroom.validate.depth refuses this sooner, with the limit
+        raise ValidationError("a value nests objects or lists too deeply") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "a value must be valid Unicode text: it holds a lone surrogate (such as \\ud800), "
+            "which has no UTF-8 form"
+        ) from None
 
 
 def decode(raw: bytes) -> JSONValue:

@@ -405,3 +405,17 @@ def test_durations_at_or_above_the_floors_are_accepted(
     kube: KubeCluster, ns: str, field: str, value: str
 ) -> None:
     assert create(kube, ns, with_duration(field, value)) == (200, "", "")
+
+
+@pytest.mark.parametrize("key", [pytest.param(k, id=k) for k in ("..data", "..", ".", "..x")])
+def test_keys_kubernetes_keeps_for_itself_are_refused(kube: KubeCluster, ns: str, key: str) -> None:
+    """The store's key rule (strongroom.validate.key), said again by the CRD: before, ``..data``
+    was accepted here and by the operator, then refused by the apiserver on every sync."""
+    code, _, message = create(kube, ns, {"data": [{"key": key}]})
+    assert code == 422, message
+    assert "spec.data[0].key" in message and "may not be '.' or start with '..'" in message
+
+
+@pytest.mark.parametrize("key", [".env", "a..b", "tls.crt", ".x."])
+def test_dotted_keys_kubernetes_allows_are_accepted(kube: KubeCluster, ns: str, key: str) -> None:
+    assert create(kube, ns, {"data": [{"key": key}]}) == (200, "", "")

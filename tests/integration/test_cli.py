@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -23,15 +26,18 @@ def env(tmp_path: Path) -> dict[str, str]:
     return out
 
 
-def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run(env: dict[str, str], *args: str, stdin: str = "",
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     return subprocess.run(
         [STRONGROOM, *args],
         env=env,
         input=stdin,
         capture_output=True,
         text=True,
+        errors="surrogateescape",
         timeout=60,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -81,7 +87,6 @@ def test_set_get_list_delete(env: dict[str, str], tmp_path: Path) -> None:
     assert "team/db" in listing
     assert "s3cr=t" not in listing
     assert "new" not in listing
-    import json
 
     doc = json.loads(ok(env, "secret", "get", "team/db", "--json"))
     assert doc["version"] == 2
@@ -179,3 +184,186 @@ def test_every_command_has_help(env: dict[str, str], command: list[str]) -> None
     result = run(env, *command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: strongroom")
+
+
+# --- input the store cannot hold (issue 14, item 7) -------------------------------------------
+
+
+def audit(env: dict[str, str], count: int = 1) -> list[dict[str, object]]:
+    lines = ok(env, "audit", "tail", "--json", "-n", str(count)).splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("args", "action", "needle"),
+    [
+        pytest.param(["secret", "set", "ns/s", 'pw:="\\ud800"'], "secret.set", "lone surrogate",
+                     id="lone-surrogate"),
+        pytest.param(["secret", "set", "ns/s", "deep:=" + "[" * 100 + "]" * 100], "secret.set",
+                     "more than 64 levels", id="deep-json"),
+        pytest.param(["secret", "set", "ns/s", "..data=x"], "secret.set", "'..data' is refused",
+                     id="dotdot-data-key"),
+        pytest.param(["secret", "set", "team.a/s", "k=v"], "secret.set", "no '.'",
+                     id="namespace-with-a-dot"),
+        pytest.param(["secret", "set", "strongroom.internal/sync-hmac-key", "key=00"],
+                     "secret.set", "reserved", id="internal-namespace-write"),
+        pytest.param(["secret", "get", "strongroom.internal/sync-hmac-key"], "secret.get",
+                     "reserved", id="internal-namespace-read"),
+        pytest.param(["secret", "set", "ns/s", "bad key=3"], "secret.set", "key 'bad key'",
+                     id="bad-key"),
+    ],
+)  # fmt: skip
+def test_input_the_store_cannot_hold_is_one_line_and_audited(
+    env: dict[str, str], args: list[str], action: str, needle: str
+) -> None:
+    """Before: an internal UnicodeEncodeError, a stored value 100 levels deep, a stored
+    ``..data`` key and dotted namespace, and refused sets missing from the audit log."""
+    result = run(env, *args)
+    assert result.returncode == 1, result.stdout
+    assert needle in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "internal error" not in result.stderr
+    event = audit(env)[-1]
+    assert (event["action"], event["outcome"]) == (action, "invalid")
+    assert needle in str(event["detail"])
+    assert "no secrets" in run(env, "secret", "list").stderr
+
+
+def test_json_deeper_than_the_parser_is_refused_in_one_line(env: dict[str, str]) -> None:
+    """Before: "internal error (RecursionError)"."""
+    result = run(env, "secret", "set", "ns/s", "deep:=" + "[" * 50_000 + "]" * 50_000)
+    assert result.returncode == 1
+    assert "nests objects or lists too deeply" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_a_newline_in_a_name_cannot_forge_an_audit_line(env: dict[str, str]) -> None:
+    """Before: the refused name went into the log raw and ``audit tail`` printed two lines."""
+    forged = "\n    99 2026-01-01T00:00:00 admin secret.delete {} v1 ok"
+    assert run(env, "secret", "get", "ns/s" + forged.format("other")).returncode == 1  # name
+    assert run(env, "secret", "get", "ns/s", "k" + forged.format("ns/other")).returncode == 1
+    env["STRONGROOM_ACTOR"] = "mallory\r\x1b[2K    98 2026-01-01T00:00:00 admin"
+    assert run(env, "secret", "get", "ns/absent").returncode == 1
+    ok(env, "secret", "set", "ns/s", "k=v")
+    tail = ok(env, "audit", "tail", "-n", "100")
+    events = audit(env, 100)
+    assert len(tail.splitlines()) == len(events)
+    assert "\x1b" not in tail
+    assert "\\n    99 2026-01-01T00:00:00 admin secret.delete" in tail
+    assert "mallory\\r\\x1b[2K" in tail
+    assert all(not line.startswith(("    99", "    98")) for line in tail.splitlines())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["secret", "set", "ns/s", "k=v", "--bogus", "pw=hunter2"], id="unknown-option"),
+        pytest.param(["secret", "set", "ns/s", "--bogus=hunter2"], id="unknown-option-equals"),
+        pytest.param(["secret", "get", "ns/s", "--json=hunter2"], id="flag-given-a-value"),
+        pytest.param(["secret", "get", "ns/s", "--version", "hunter2"], id="bad-number"),
+        pytest.param(["hunter2"], id="unknown-command"),
+        pytest.param(["secret", "hunter2=x"], id="unknown-subcommand"),
+        pytest.param(["secret", "set", "pw=hunter2"], id="value-as-reference"),
+        pytest.param(["secret", "set", "ns/s", "hunter2"], id="value-without-key"),
+        pytest.param(["secret", "set", "ns/s", "=hunter2"], id="empty-key"),
+        pytest.param(["secret", "get", "ns/s", "k", "hunter2"], id="extra-argument"),
+        pytest.param(["audit", "tail", "-n", "hunter2"], id="bad-count"),
+    ],
+)  # fmt: skip
+def test_a_usage_error_never_repeats_an_argument_value(env: dict[str, str], args: list[str]) -> None:
+    """Before: ``unrecognized arguments: --bogus pw=hunter2`` and the like."""
+    result = run(env, *args)
+    assert result.returncode == 2
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "error" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_option_is_still_named(env: dict[str, str]) -> None:
+    result = run(env, "secret", "set", "ns/s", "k=v", "--bogus=hunter2")
+    assert "unrecognized option --bogus" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        pytest.param({"STRONGROOM_DATABASE_URL": ""}, "STRONGROOM_DATABASE_URL is set but empty",
+                     id="empty-variable"),
+        pytest.param({"STRONGROOM_DATABASE_URL": " "}, "set but empty", id="blank-variable"),
+        pytest.param({"--database-url": ""}, "--database-url is empty", id="empty-flag"),
+        pytest.param({"STRONGROOM_DATABASE_URL": "sqlite://"}, "in-memory", id="in-memory"),
+        pytest.param({"STRONGROOM_DATABASE_URL": "strongroom.db"}, "not a database URL",
+                     id="a-path-not-a-url"),
+    ],
+)  # fmt: skip
+def test_an_empty_or_malformed_database_url_is_a_clear_error_and_creates_nothing(
+    env: dict[str, str], tmp_path: Path, setting: dict[str, str], needle: str
+) -> None:
+    """Before: an empty STRONGROOM_DATABASE_URL quietly created ./strongroom.db."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    flags: list[str] = []
+    for name, value in setting.items():
+        if name.startswith("--"):
+            flags = [name, value]
+        else:
+            env[name] = value
+    result = run(env, *flags, "secret", "set", "ns/s", "k=v", cwd=work)
+    assert result.returncode == 1
+    assert needle in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(work.iterdir()) == []
+
+
+def test_the_database_it_creates_is_private(env: dict[str, str], tmp_path: Path) -> None:
+    """Before: cli.db was created 0644, readable by every local user."""
+    ok(env, "secret", "set", "ns/s", "k=v")
+    assert stat.S_IMODE((tmp_path / "cli.db").stat().st_mode) == 0o600
+
+
+def test_keygen_out_writes_a_private_key_file_and_never_overwrites(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "master.key"
+    result = run(env, "keygen", "--out", str(path))
+    assert result.returncode == 0
+    assert result.stdout == ""  # the key went to the file only
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = path.read_text()
+    again = run(env, "keygen", "--out", str(path))
+    assert again.returncode == 2
+    assert path.read_text() == key
+    del env["STRONGROOM_MASTER_KEY"]
+    env["STRONGROOM_MASTER_KEY_FILE"] = str(path)
+    ok(env, "secret", "set", "ns/s", "k=v")
+
+
+def test_a_key_file_others_can_read_is_refused_with_the_chmod_to_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Before: a 0644 (even 0666) key file was used."""
+    path = tmp_path / "master.key"
+    path.write_text(KEY + "\n")
+    path.chmod(0o644)
+    del env["STRONGROOM_MASTER_KEY"]
+    env["STRONGROOM_MASTER_KEY_FILE"] = str(path)
+    result = run(env, "secret", "list")
+    assert result.returncode == 1
+    assert f"run `chmod 600 {path}`" in result.stderr
+    assert KEY not in result.stderr
+    path.chmod(0o600)
+    ok(env, "secret", "list")
+
+
+def test_a_missing_audit_head_row_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    """Before: "database error: NoResultFound" (on older code "internal error (NoResultFound)")."""
+    ok(env, "secret", "set", "ns/s", "k=v")
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        db.execute("DELETE FROM audit_head")
+    result = run(env, "secret", "set", "ns/s", "k=w")
+    assert result.returncode == 1
+    assert "the audit chain's head row is missing" in result.stderr
+    assert "NoResultFound" not in result.stderr
+    verify = run(env, "audit", "verify")
+    assert verify.returncode == 1
+    assert "the chain head row is missing" in verify.stderr

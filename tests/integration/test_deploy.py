@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import filecmp
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from strongroom.config import key_file_problem
 from tests.components.chart import (
     CHART,
     fence_of,
@@ -45,6 +48,7 @@ VALUE_SETS = {
                        "--set", "fence.excludeReleaseNamespace=false"],
     "no-fence": ["--set", "fence.enabled=false"],
     "no-author-policy": ["--set", "authorPolicy.enabled=false"],
+    "no-checkpoint": ["--set", "auditCheckpoint.enabled=false"],
 }  # fmt: skip
 
 SERVICE_MONITOR_CRD = {
@@ -198,6 +202,9 @@ OPERATOR_RULES = {
 }
 WORKLOAD_RULES = {("apps", kind): {"get", "patch"}
                   for kind in ("deployments", "statefulsets", "daemonsets")}  # fmt: skip
+# The audit checkpoint, in the release namespace only (get/update narrowed to its ConfigMap).
+CHECKPOINT_ROLE = {"strongroom/sr-strongroom-audit-checkpoint": {
+    ("", "configmaps"): {"get", "update", "create"}, ("", "events"): {"create"}}}  # fmt: skip
 
 
 def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -217,18 +224,22 @@ def roles(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[tuple[str, st
 @pytest.mark.parametrize(
     ("values", "cluster_roles", "namespaced_roles", "restart"),
     [
-        pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {}, "true",
-                     id="cluster-wide"),
-        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, {}, "false",
+        pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
+                     CHECKPOINT_ROLE, "true", id="cluster-wide"),
+        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, CHECKPOINT_ROLE, "false",
                      id="cluster-wide-without-restarts"),
         pytest.param("namespaced", {},
                      {"deploy-a/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
-                      "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, "true",
+                      "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
+                      **CHECKPOINT_ROLE}, "true",
                      id="namespaced"),
         pytest.param("postgres-ha", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
                      {"strongroom/sr-strongroom-leader": {
-                         ("coordination.k8s.io", "leases"): {"get", "update", "create"}}}, "true",
+                         ("coordination.k8s.io", "leases"): {"get", "update", "create"}},
+                      **CHECKPOINT_ROLE}, "true",
                      id="leader-elected"),
+        pytest.param("no-checkpoint", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {},
+                     "true", id="cluster-wide-without-checkpoint"),
     ],
 )  # fmt: skip
 def test_rbac_grants_what_each_mode_says_and_nothing_else(
@@ -247,9 +258,44 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
         leader = of_kind(docs, "Role")[0]["rules"]
         assert [r.get("resourceNames") for r in leader] == [["sr-strongroom"], None]
         assert leader[1]["verbs"] == ["create"]
+    checkpoint = [r for r in of_kind(docs, "Role")
+                  if r["metadata"]["name"] == "sr-strongroom-audit-checkpoint"]  # fmt: skip
     container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STRONGROOM_ROLLOUT_RESTART"] == restart
+    if values == "no-checkpoint":
+        assert not checkpoint and "--audit-checkpoint=off" in container["args"]
+    else:  # get and update of the checkpoint's ConfigMap only; create cannot name one
+        assert [r.get("resourceNames") for r in checkpoint[0]["rules"]] == [
+            ["sr-strongroom-audit-checkpoint"], None, None]
+        assert "--audit-checkpoint=sr-strongroom-audit-checkpoint" in container["args"]
+        assert env["STRONGROOM_AUDIT_CHECKPOINT_SECONDS"] == "30"
+
+
+def test_the_mounted_master_key_passes_the_key_file_rule(helm: str) -> None:
+    """The chart mounts the master key Secret with defaultMode 0400; the kubelet, given the
+    pod's fsGroup, makes the file root:fsGroup with group read added (0440). No kubelet runs
+    here, so the rendered pod is held to config's rule as the kubelet would lay the file out:
+    accepted for the chart's non-root user, refused for 0444 or a process running as root."""
+    pod = of_kind(render(helm), "Deployment")[0]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "master-key")
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "master-key")
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert volume["secret"]["defaultMode"] == 0o400
+    assert env["STRONGROOM_MASTER_KEY_FILE"].startswith(mount["mountPath"] + "/")
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    user, group = security["runAsUser"], security["fsGroup"]
+    assert user != 0
+
+    def as_mounted(default_mode: int) -> os.stat_result:
+        mode = default_mode | 0o440  # SetVolumeOwnership: group read on a read-only volume
+        return os.stat_result((stat.S_IFREG | mode, 0, 0, 1, 0, group, 65, 0, 0, 0))
+
+    path = env["STRONGROOM_MASTER_KEY_FILE"]
+    assert key_file_problem(as_mounted(volume["secret"]["defaultMode"]), path, euid=user) is None
+    assert key_file_problem(as_mounted(0o444), path, euid=user) is not None
+    assert key_file_problem(as_mounted(0o400), path, euid=0) is not None
 
 
 def fence_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -329,8 +375,10 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     lease = [a.split("=", 1)[1] for a in args if a.startswith("--leader-elect=")]
     assert len(lease) == (1 if replicas > 1 else 0)
+    checkpoint = next(a.split("=", 1)[1] for a in args if a.startswith("--audit-checkpoint="))
     # The pod would get POD_NAMESPACE from the downward API; here the namespace is explicit.
     elect = ("--leader-elect", f"{home}/{lease[0]}") if lease else ()
+    elect += ("--audit-checkpoint", f"{home}/{checkpoint}")
     token = install_identity(kube, docs).token
     kubeconfig = kube.write_kubeconfig(tmp_path / "sa.kubeconfig", token=token, user="operator")
 
@@ -354,6 +402,9 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
             return secret is not None and base64.b64decode(secret["data"]["k"]) == b"from-the-store"
 
         eventually(synced, timeout=45, what="a Secret synced under the chart's RBAC")
+        eventually(lambda: kube.request("GET", f"/api/v1/namespaces/{home}/configmaps/"
+                                        f"{checkpoint}")["data"]["seq"],
+                   timeout=45, what="the audit checkpoint published")  # fmt: skip
         status = op.msec("rbac")["status"]
         assert status["conditions"][0]["status"] == "True"
         assert "Forbidden" not in op.log() and " 403" not in op.log()

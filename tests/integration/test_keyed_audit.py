@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, delete, insert, select, text, update
 
-from strongroom import Strongroom
+from strongroom import AuditError, Strongroom
 from strongroom.audit import GENESIS_HASH, KEY_ACTION, AuditEvent, chain_hash, seal_event
 from strongroom.store.engine import normalize_url
 from strongroom.store.migrate import MIGRATIONS
@@ -343,3 +343,19 @@ def test_a_writer_from_before_the_keyed_chain_is_refused(db_url: str, attacker: 
         assert room.audit_verify().ok
         room.get("ns", "s")
         assert room.audit_verify().ok
+
+
+def test_a_deleted_head_row_stops_every_write_with_a_clear_error(
+    db_url: str, attacker: Engine
+) -> None:
+    """Before: "not done: ... (database error: NoResultFound)" (earlier still, "internal error
+    (NoResultFound)"): the reason was the driver's, not the store's."""
+    with Strongroom.open(make_settings(db_url)) as room:
+        room.set("ns", "s", {"k": "v"})
+        with attacker.begin() as conn:
+            delete_the_head_row(conn)
+        for call in (lambda: room.set("ns", "s", {"k": "w"}), lambda: room.get("ns", "s")):
+            with pytest.raises(AuditError, match="the audit chain's head row is missing") as info:
+                call()
+            assert "NoResultFound" not in str(info.value)
+        assert room.audit_verify().reason == "the chain head row is missing"

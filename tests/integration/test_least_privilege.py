@@ -11,7 +11,9 @@ Paths exercised: creationPolicy Owner, Orphan (deletionPolicy Retain and Delete)
 a Secret that consents with ``strongroom.io/merge-from``); fromSecret with deleteSource; a value
 set with the CLI (reaching the Secret through the store watch) that restarts a Deployment, a
 StatefulSet and a DaemonSet reading the Secret; a synced Secret edited and deleted (repair);
-the finalizer paths of the deletions; Events; and, with several replicas, the Lease.
+the finalizer paths of the deletions; Events; with several replicas, the Lease; and the audit
+checkpoint: created, updated, read at start, and a mismatch Event on it when an operator starts
+on an emptied database.
 """
 
 from __future__ import annotations
@@ -259,25 +261,44 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
     assert env["STRONGROOM_ROLLOUT_RESTART"] == ("true" if restarts else "false")
     container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     lease = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--leader-elect=")]
+    checkpoint = next(a.split("=", 1)[1] for a in container["args"]
+                      if a.startswith("--audit-checkpoint="))  # fmt: skip
     assert ("--all-namespaces" in container["args"]) == (mode == "cluster-wide")
     kubeconfig = kube.write_kubeconfig(tmp_path / "sa.kubeconfig", token=identity.token,
                                        user="operator")  # fmt: skip
-    op = OperatorProcess(
-        kube, tenant,
-        child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex(),
-                  STRONGROOM_ROLLOUT_RESTART=env["STRONGROOM_ROLLOUT_RESTART"],
-                  STRONGROOM_STORE_POLL_SECONDS=env["STRONGROOM_STORE_POLL_SECONDS"]),
-        tmp_path / "operator.log", kubeconfig=kubeconfig,
-        # The pod gets POD_NAMESPACE from the downward API; here the Lease's namespace is given.
-        args=("--leader-elect", f"{home}/{lease[0]}") if lease else (),
-        all_namespaces=mode == "cluster-wide",
-    )  # fmt: skip
+    # The pod gets POD_NAMESPACE from the downward API; here the namespace is given. The
+    # checkpoint is checked every second rather than the chart's 30 s: the same requests, sooner.
+    args = ("--audit-checkpoint", f"{home}/{checkpoint}",
+            *(("--leader-elect", f"{home}/{lease[0]}") if lease else ()))
+
+    def operator(store: str, log: str) -> OperatorProcess:
+        return OperatorProcess(
+            kube, tenant,
+            child_env(f"sqlite:///{tmp_path / store}", MASTER_KEY.hex(),
+                      STRONGROOM_ROLLOUT_RESTART=env["STRONGROOM_ROLLOUT_RESTART"],
+                      STRONGROOM_STORE_POLL_SECONDS=env["STRONGROOM_STORE_POLL_SECONDS"],
+                      STRONGROOM_AUDIT_CHECKPOINT_SECONDS="1"),
+            tmp_path / log, kubeconfig=kubeconfig, args=args,
+            all_namespaces=mode == "cluster-wide",
+        )
+
+    op = operator("store.db", "operator.log")
     op.start()
     try:
         if lease:
             eventually(lambda: "leading: holding Lease" in op.log(), timeout=45,
                        what="the Lease held")  # fmt: skip
         exercise(op, restarts)
+        checkpoint_path = f"/api/v1/namespaces/{home}/configmaps/{checkpoint}"
+        eventually(lambda: int(kube.request("GET", checkpoint_path)["data"]["seq"]) > 10,
+                   timeout=30, what="the audit checkpoint created and updated")  # fmt: skip
+        op.stop()
+        # Started on an emptied database: the Warning Event on the checkpoint's ConfigMap.
+        op = operator("empty.db", "operator-empty.log")
+        op.start()
+        eventually(lambda: [e for e in kube.request("GET", f"/api/v1/namespaces/{home}/events")
+                            ["items"] if e["reason"] == "AuditCheckpointMismatch"],
+                   timeout=30, what="the AuditCheckpointMismatch Event")  # fmt: skip
     except AssertionError as exc:
         # A path that did not complete: RBAC or the fence may have refused the operator.
         refused = [show(e) for e in kube.audit_events(identity.username)
@@ -297,6 +318,10 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
         print("  ", entry)
 
     assert not fenced, f"the fence refused the operator's own writes: {fenced}"
+    # The checkpoint's Role (release namespace) grants Events too: used there, not only where
+    # the operator watches (the triples above do not tell namespaces apart).
+    assert any(triple(e) == ("", "events", "create") and e["objectRef"].get("namespace") == home
+               for e in events), "no Event posted in the release namespace"  # fmt: skip
     assert not denied, f"used but not granted (403): {denied}"
     assert not used - grants, f"used but not granted: {sorted(used - grants)}"
     unused = grants - used - NEVER_REQUESTED.keys()

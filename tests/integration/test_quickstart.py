@@ -27,3 +27,7 @@ def test_quickstart_once_syncs_the_example(tmp_path: Path) -> None:
     assert "audit chain intact" in result.stdout
     assert (tmp_path / "state" / "master.key").stat().st_mode & 0o077 == 0
     assert not (tmp_path / "state" / "kubeconfig").exists()  # the local cluster was stopped
+    kubectl = tmp_path / "state" / "bin" / "kubectl"  # where the closing message's PATH points
+    version = subprocess.run([str(kubectl), "version", "--client"], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert "Client Version" in version

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +234,36 @@ def test_every_operation_is_audited_without_values(room: Strongroom) -> None:
     assert all(e.actor == "tester@test" for e in events)
     assert "canary-audit-value" not in repr(events)
     assert room.audit_verify().ok
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """umask 0: SQLite alone would then create a world-writable 0666 database... and -wal."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_sqlite_files_are_created_private(tmp_path: Path, open_umask: None) -> None:
+    """Before: strongroom.db, -wal and -shm were created 0644 (0666 under umask 0)."""
+    path = tmp_path / "store.db"
+    with Strongroom.open(make_settings(f"sqlite:///{path}")) as room:
+        room.set("ns", "s", {"k": "v"})
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_an_existing_database_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)  # the administrator's choice (a backup group, say) is left alone
+    with Strongroom.open(make_settings(f"sqlite:///{path}")) as room:
+        room.set("ns", "s", {"k": "v"})
+    assert mode(path) == 0o640

@@ -21,7 +21,8 @@ ENV_VARS = [
     "STRONGROOM_DATABASE_URL", "STRONGROOM_KEK", "STRONGROOM_MASTER_KEY",
     "STRONGROOM_MAX_NAME_LENGTH", "STRONGROOM_MAX_KEY_LENGTH", "STRONGROOM_MAX_VALUE_BYTES",
     "STRONGROOM_SEED_MAX_USES", "STRONGROOM_SEED_MAX_AGE", "STRONGROOM_KEEP_VERSIONS",
-    "STRONGROOM_AUTO_MIGRATE", "STRONGROOM_KEK_MAX_ATTEMPTS",
+    "STRONGROOM_AUTO_MIGRATE", "STRONGROOM_KEK_MAX_ATTEMPTS", "STRONGROOM_MAX_SECRET_BYTES",
+    "STRONGROOM_MAX_JSON_DEPTH",
 ]  # fmt: skip
 
 
@@ -91,6 +92,7 @@ TOKENS = [
     "--from-file", "--unset", "--replace", "--description", "--batch", "--to", "ns/name",
     "ns/", "/name", "NS/x", "k=v", "k:=1", "k:={", "=v", "--kek", "local", "vault:",
     "--database-url", "sqlite:///" + str(_WORKDIR / "fuzz.db"), "0", "-1", "99999999999",
+    'k:="\\ud800"', "k=\udcff", "k:=" + "[" * 3000, "..data=x", "a.b/c", "ns/a\nb", "--x=secret",
 ]  # fmt: skip
 
 
@@ -103,6 +105,10 @@ TOKENS = [
 @example(["kek", "status"])
 @example(["rekey", "--batch", "0"])
 @example(["audit", "tail", "-n", "0"])
+@example(["secret", "set", "ns/name", 'k:="\\ud800"'])
+@example(["secret", "set", "ns/name", "k:=" + "[" * 3000 + "]" * 3000])
+@example(["secret", "set", "ns/name", "--bogus=v", "k=v"])
+@example(["secret", "get", "ns/a\nb"])
 def test_any_command_line_ends_in_a_clean_exit(argv: list[str]) -> None:
     env = {"STRONGROOM_DATABASE_URL": "sqlite:///" + str(_WORKDIR / "fuzz.db"),
            "STRONGROOM_MASTER_KEY": "5a" * 32}  # fmt: skip

@@ -52,6 +52,10 @@ def parse(**spec: Any) -> Spec:
         pytest.param({"data": [{"key": "k", "generate": {}, "fromSecret": {"name": "s", "key": "k"}}]},
                      "at most one source", id="two-sources"),
         pytest.param({"data": [{"generate": {}}]}, "needs a key", id="item-without-key"),
+        pytest.param({"data": [{"key": "..data", "generate": {}}]}, "key '..data' is refused",
+                     id="dotdot-data-key"),
+        pytest.param({"data": [{"key": "a b"}]}, "key 'a b' may contain only", id="key-with-a-space"),
+        pytest.param({"target": {"name": "Not_A_Name"}}, "target.name", id="bad-target-name"),
     ],
 )
 def test_a_spec_the_policy_refuses_names_the_field(spec: dict[str, Any], needle: str) -> None:

@@ -21,6 +21,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.serviceAccount.create -}}{{ default (include "strongroom.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
+{{- /* The audit checkpoint's ConfigMap, in the release namespace. */ -}}
+{{- define "strongroom.auditCheckpointName" -}}
+{{- default (printf "%s-audit-checkpoint" (include "strongroom.fullname" .)) .Values.auditCheckpoint.name | trunc 253 -}}
+{{- end -}}
+
 {{- define "strongroom.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.store.postgres.existingSecret) -}}
 {{- fail "replicaCount > 1 needs store.postgres.existingSecret: SQLite allows one writer" -}}

@@ -51,3 +51,15 @@ async def kek_probe(memo: Any, **_: Any) -> str:
     """Part of /healthz: a seed for writes is available (so the KEK worked at least once)."""
     runtime: Runtime = memo["runtime"]
     return await runtime.check_kek()
+
+
+@kopf.on.probe(id="audit")
+async def audit_probe(memo: Any, **_: Any) -> str:
+    """Part of /healthz: the store reaches the audit checkpoint published outside it (an older,
+    truncated, emptied or replaced database fails the probe; operator/checkpoint.py)."""
+    runtime: Runtime = memo["runtime"]
+    try:
+        return await runtime.check_audit()
+    except StrongroomError as exc:
+        # Permanent: kopf would otherwise retry the probe with backoff and hold /healthz.
+        raise kopf.PermanentError(str(exc)) from None

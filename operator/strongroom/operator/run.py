@@ -14,6 +14,7 @@ import kopf
 
 from strongroom.config import OperatorTuning, Settings
 from strongroom.errors import StrongroomError
+from strongroom.operator.checkpoint import resolve as resolve_checkpoint
 from strongroom.operator.leader import LeaseRef
 from strongroom.operator.runtime import Runtime
 
@@ -53,6 +54,7 @@ def run(
     leader_elect: str | None = None,
     verbose: bool = False,
     metrics_port: int | None = None,
+    audit_checkpoint: str | None = None,
 ) -> None:
     import strongroom.operator.handlers  # noqa: F401 - registers the handlers
 
@@ -74,12 +76,22 @@ def run(
 
         start_http_server(metrics_port)
     lease = LeaseRef.parse(leader_elect, os.environ.get("POD_NAMESPACE")) if leader_elect else None
+    checkpoint = resolve_checkpoint(
+        tuning.audit_checkpoint if audit_checkpoint is None else audit_checkpoint,
+        os.environ.get("POD_NAMESPACE"),
+    )
+    if checkpoint is None:
+        logging.getLogger("strongroom.operator").warning(
+            "audit checkpoint off: a restored older database will go unnoticed (give "
+            "--audit-checkpoint NAMESPACE/NAME, or run with POD_NAMESPACE set)"
+        )
     actor = operator_actor()
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
                       actor=actor, store_poll=tuning.store_poll_seconds,
                       workers=tuning.reconcile_workers, api_timeout=tuning.api_timeout_seconds,
                       lease=lease, lease_seconds=tuning.lease_seconds,
-                      rollout_restart=tuning.rollout_restart)  # fmt: skip
+                      rollout_restart=tuning.rollout_restart, checkpoint=checkpoint,
+                      checkpoint_seconds=tuning.audit_checkpoint_seconds)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
@@ -90,6 +102,8 @@ def run(
             stop_flag=runtime.exit_flag,
         )
     )
+    if runtime.audit_failure:
+        raise StrongroomError(f"{runtime.audit_failure}; stopped reconciling and exiting")
     if runtime.lost_leadership:
         raise StrongroomError(
             f"lost the leadership of Lease {lease}; exiting so that this replica restarts as a "

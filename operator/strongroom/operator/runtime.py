@@ -18,7 +18,10 @@
   one thread posts them once reconciles pause;
 - with ``--leader-elect``, a **Lease** (:mod:`strongroom.operator.leader`): nothing of the
   above but the event recorder starts before this replica holds it, and the process exits
-  when it loses it.
+  when it loses it;
+- an **audit checkpoint** (:mod:`strongroom.operator.checkpoint`): nothing reconciles before
+  the store is found to reach the audit head published outside it, which is then kept up to
+  date; the process exits if the store stops reaching it.
 
 Every Kubernetes API call has a timeout (the client's own default is to wait forever).
 """
@@ -57,6 +60,7 @@ from strongroom.metrics import (
     RECONCILES,
     REFRESH_LAG,
 )
+from strongroom.operator.checkpoint import CheckpointKeeper, CheckpointRef
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
 from strongroom.operator.watching import Event, RawWatch
@@ -177,6 +181,8 @@ class Runtime:
         lease: LeaseRef | None = None,
         lease_seconds: float = 15.0,
         rollout_restart: bool = True,
+        checkpoint: CheckpointRef | None = None,
+        checkpoint_seconds: float = 30.0,
     ) -> None:
         self.settings = settings
         self.rollout_restart = rollout_restart
@@ -188,6 +194,10 @@ class Runtime:
         self.lease = lease
         self.lease_seconds = lease_seconds
         self.elector: LeaderElector | None = None
+        self.checkpoint = checkpoint
+        self.checkpoint_seconds = checkpoint_seconds
+        self.keeper: CheckpointKeeper | None = None
+        self.audit_failure: str | None = None  # why the store stopped reaching the checkpoint
         # Set when the Lease is lost: kopf then stops (``stop_flag``) and the process exits,
         # to come back as a follower.
         self.exit_flag = threading.Event()
@@ -249,13 +259,29 @@ class Runtime:
             busy=self.busy,
         )  # fmt: skip
         self.events.start()
+        if self.checkpoint is not None:
+            self.keeper = CheckpointKeeper(
+                self.room, self.syncer.core, self.checkpoint, interval=self.checkpoint_seconds,
+                actor=self.actor, events=self.events,
+                leading=lambda: self.lease is None or bool(self.elector and self.elector.leading),
+            )  # fmt: skip
+        self._tasks.append(asyncio.create_task(self._checked_start(), name="strongroom-start"))
+
+    async def _checked_start(self) -> None:
+        """Reconcile (or compete for the Lease) only once the store reaches the published audit
+        checkpoint; then keep the checkpoint up to date."""
+        if self.keeper is not None:
+            if not await self.keeper.wait_until_reached(self._stop):
+                return
+            self._tasks.append(asyncio.create_task(
+                self.keeper.run(self._stop, self._audit_mismatch), name="strongroom-checkpoint"))  # fmt: skip
         if self.lease is None:
             self._begin()
-        else:
-            identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-            self.elector = LeaderElector(k8s.CoordinationV1Api(self.api), self.lease, identity,
-                                         lease_seconds=self.lease_seconds)  # fmt: skip
-            self._tasks.append(asyncio.create_task(self._lead(), name="strongroom-leader"))
+            return
+        identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        self.elector = LeaderElector(k8s.CoordinationV1Api(self.api), self.lease, identity,
+                                     lease_seconds=self.lease_seconds)  # fmt: skip
+        await self._lead()
 
     def _begin(self) -> None:
         """Start reconciling: the scheduler, the store watch and the two API watches."""
@@ -288,6 +314,13 @@ class Runtime:
         self._stop.set()
         self.exit_flag.set()
 
+    def _audit_mismatch(self, problem: str) -> None:
+        """The store no longer reaches the audit checkpoint (rolled back under us): stop
+        reconciling at once and exit, to come back through the start-up check, which holds."""
+        self.audit_failure = problem
+        self._stop.set()
+        self.exit_flag.set()
+
     async def stop(self) -> None:
         self._stop.set()
         self.exit_flag.set()  # kopf waits for this flag in a thread of its own: release it
@@ -296,6 +329,11 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.keeper is not None:  # the final head, once the last reconcile has written it
+            deadline = time.monotonic() + 10.0
+            while self._running and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(self.keeper.finish)
         if self.events is not None:
             await asyncio.to_thread(self.events.stop)
         if self.elector is not None:
@@ -609,6 +647,12 @@ class Runtime:
         if self.room is None:
             raise RuntimeError("store not open yet")
         return await asyncio.to_thread(self.room.data_keys.check)
+
+    async def check_audit(self) -> str:
+        """The store reaches the published audit checkpoint (raises with the reason if not)."""
+        if self.keeper is None:
+            return "no audit checkpoint (off)"
+        return self.keeper.probe()
 
     async def check_store(self) -> str:
         if self.room is None:

@@ -11,8 +11,9 @@ PostgreSQL: psycopg 3; ``postgresql://`` URLs are mapped to the psycopg driver.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -30,23 +31,38 @@ def normalize_url(url: str) -> str:
     return url
 
 
+_URL_HELP = "e.g. sqlite:////var/lib/strongroom/strongroom.db or postgresql://user@host/db"
+
+
 def create_store_engine(url: str) -> Engine:
+    """An engine for the store at ``url``, which must name a SQLite file or a PostgreSQL server.
+
+    Refused with a :class:`ConfigError`: an empty or unparsable URL, another database, and an
+    in-memory SQLite store (``sqlite://``, ``sqlite:///:memory:``), which would forget every
+    secret and its audit trail when the process ends.
+    """
+    if not url or not url.strip():
+        raise ConfigError(f"the database URL is empty ({_URL_HELP})")
     try:
-        parsed = make_url(normalize_url(url))
+        parsed = make_url(normalize_url(url.strip()))
     except ArgumentError:
         raise ConfigError(
-            "STRONGROOM_DATABASE_URL is not a database URL "
-            "(e.g. sqlite:///strongroom.db or postgresql://user@host/db)"
+            f"STRONGROOM_DATABASE_URL is not a database URL ({_URL_HELP})"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in {"sqlite", "postgresql"}:
         raise ConfigError(f"STRONGROOM_DATABASE_URL: unsupported database {backend!r}")
+    if backend == "sqlite" and _in_memory(parsed.database, parsed.query):
+        raise ConfigError(
+            "STRONGROOM_DATABASE_URL names an in-memory SQLite database, which loses every "
+            f"secret when the process ends: give a file ({_URL_HELP})"
+        )
     try:
         if backend == "sqlite":
             engine = create_engine(
                 parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, pool_pre_ping=False
             )
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, None if parsed.query.get("uri") else parsed.database)
         else:
             engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except NoSuchModuleError:
@@ -54,8 +70,38 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _in_memory(database: str | None, query: Mapping[str, Any]) -> bool:
+    if not database or database == ":memory:":
+        return True
+    return bool(query.get("uri")) and "mode=memory" in database
+
+
+def create_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (it is then left as it is).
+
+    SQLite would create the database with 0644 (less the umask): readable by every local user,
+    and the ciphertext, the wrapped data keys and the audit log with it. Its ``-wal`` and
+    ``-shm`` files take the database file's mode, so they are private too. An empty file is an
+    empty SQLite database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # fmt: skip
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite reports the same failure (no such directory, read-only) in its words
+    os.close(fd)
+
+
+def _configure_sqlite(engine: Engine, path: str | None) -> None:
     _SQLITE_WRITERS[id(engine)] = threading.Lock()
+
+    if path is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            create_private_file(path)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

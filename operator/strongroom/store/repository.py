@@ -8,12 +8,14 @@ imports the crypto layer).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Integer,
     Table,
     and_,
@@ -27,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from strongroom.audit import AuditEvent, ChainHead, ChainKey, seal_event
+from strongroom.audit import AuditEvent, AuditPublisher, ChainHead, ChainKey, seal_event
+from strongroom.errors import AuditError
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
     SECRET_WRITES_WHERE,
@@ -753,6 +756,24 @@ _ADVANCE_HEAD = (
 )
 
 
+_PUBLISHERS: weakref.WeakKeyDictionary[Engine, AuditPublisher] = weakref.WeakKeyDictionary()
+
+
+def publish_audit_to(engine: Engine, publisher: AuditPublisher | None) -> None:
+    """Hand every transaction's sealed events on ``engine`` to ``publisher`` (None: stop).
+
+    Called once per transaction that appended events, with all of them in chain order, after
+    the head row is written and just before COMMIT (the last thing before it), so a publisher
+    that raises undoes the transaction. With group commit the events of every unit that was not
+    rolled back are published together, each once; a unit rolled back to its savepoint takes
+    its events out of the list (:func:`restore_audit_head`).
+    """
+    if publisher is None:
+        _PUBLISHERS.pop(engine, None)
+    else:
+        _PUBLISHERS[engine] = publisher
+
+
 def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (see append_audits)."""
     return append_audits(conn, [event], key=key)[0]
@@ -760,8 +781,19 @@ def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> Audit
 
 def lock_audit_head(conn: Connection) -> ChainHead:
     """Read the head and hold its lock until the transaction ends (creators of the key queue)."""
-    head = conn.execute(_LOCK_HEAD).one()
+    head = _locked_head(conn)
     return ChainHead(int(head.seq), str(head.hash))
+
+
+def _locked_head(conn: Connection) -> Any:
+    """The head row, locked; its absence (only tampering removes it) stops every write."""
+    head = conn.execute(_LOCK_HEAD).one_or_none()
+    if head is None:
+        raise AuditError(
+            "not done: the audit chain's head row is missing (the database was altered), so "
+            "no event can be appended; `strongroom audit verify` reports the chain"
+        )
+    return head
 
 
 def append_audits(
@@ -783,10 +815,10 @@ def append_audits(
     root = conn.get_transaction()
     cached = conn.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is root:
-        seq, prev_hash = cached[1], cached[2]
+        seq, prev_hash, sealed_here = cached[1], cached[2], cached[4]
     else:  # first append of this transaction: read (and lock) the head
-        head = conn.execute(_LOCK_HEAD).one()
-        seq, prev_hash = int(head.seq), str(head.hash)
+        head = _locked_head(conn)
+        seq, prev_hash, sealed_here = int(head.seq), str(head.hash), []
     placed: list[AuditEvent] = []
     for event in events:
         sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash, key=key)
@@ -813,23 +845,31 @@ def append_audits(
         ],
     )
     # Later appends in the same transaction already hold the head's lock and know its value.
-    # Keyed by the transaction object, so a new transaction reads it afresh.
-    conn.info[_HEAD_CACHE] = (root, seq, prev_hash, key)
+    # Keyed by the transaction object, so a new transaction reads it afresh. The list gathers
+    # the transaction's events for the publisher (shared by every mark taken in it).
+    sealed_here.extend(placed)
+    conn.info[_HEAD_CACHE] = (root, seq, prev_hash, key, sealed_here)
     before_commit(conn, _HEAD_CACHE, flush_audit_head)
     return placed
 
 
 def flush_audit_head(conn: Connection) -> None:
-    """Write the head moved by this transaction's appends, with its MAC (before the commit)."""
+    """Write the head moved by this transaction's appends, with its MAC, then publish them.
+
+    Runs just before the commit (see :func:`publish_audit_to`).
+    """
     cached = conn.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is conn.get_transaction():
-        _root, seq, link, key = cached
+        _root, seq, link, key, sealed_here = cached
         conn.execute(
             _ADVANCE_HEAD, {"new_seq": seq, "new_hash": link, "new_mac": key.head(seq, link)}
         )
+        publisher = _PUBLISHERS.get(conn.engine)
+        if publisher is not None and sealed_here:
+            publisher.publish(sealed_here)
 
 
-AuditHeadMark = tuple[Any, int, str, ChainKey] | None
+AuditHeadMark = tuple[Any, int, str, ChainKey, list[AuditEvent]] | None
 
 
 def audit_head_mark(conn: Connection) -> AuditHeadMark:
@@ -839,10 +879,16 @@ def audit_head_mark(conn: Connection) -> AuditHeadMark:
 
 
 def restore_audit_head(conn: Connection, mark: AuditHeadMark) -> None:
-    """After rolling back to a savepoint: the head is what it was when the savepoint began."""
+    """After rolling back to a savepoint: the head is what it was when the savepoint began.
+
+    The events sealed since then leave the list to be published: they were rolled back.
+    """
     if mark is None:
         conn.info.pop(_HEAD_CACHE, None)  # not read yet then: read it from the row again
     else:
+        sealed_here = mark[4]
+        while sealed_here and sealed_here[-1].seq > mark[1]:
+            sealed_here.pop()
         conn.info[_HEAD_CACHE] = mark
 
 
@@ -868,6 +914,12 @@ def audit_chain_head(conn: Connection) -> ChainHead | None:
         select(audit_head.c.seq, audit_head.c.hash, audit_head.c.mac).where(audit_head.c.id == 1)
     ).first()
     return None if head is None else ChainHead(int(head.seq), str(head.hash), str(head.mac))
+
+
+def audit_link_at(conn: Connection, seq: int) -> str | None:
+    """The link (``hash``) of event ``seq``, or None when the log has no such event."""
+    link = conn.execute(select(audit_events.c.hash).where(audit_events.c.seq == seq)).scalar()
+    return None if link is None else str(link)
 
 
 def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:
