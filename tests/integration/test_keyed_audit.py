@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, delete, insert, select
 
 from strongroom import AuditError, Strongroom
 from strongroom.audit import GENESIS_HASH, KEY_ACTION, AuditEvent, chain_hash, seal_event
+from strongroom.errors import IntegrityError
 from strongroom.store.engine import normalize_url
 from strongroom.store.migrate import MIGRATIONS
 from strongroom.store.schema import audit_events, audit_head
@@ -359,3 +360,24 @@ def test_a_deleted_head_row_stops_every_write_with_a_clear_error(
                 call()
             assert "NoResultFound" not in str(info.value)
         assert room.audit_verify().reason == "the chain head row is missing"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [pytest.param(a, id=a.__name__) for a in (truncate_and_rewrite_head,
+                                               truncate_and_copy_a_mac_into_the_head,
+                                               truncate_with_the_trigger_dropped)],
+)  # fmt: skip
+def test_the_next_write_does_not_bless_a_rewritten_head(
+    db_url: str, attacker: Engine, attack: Callable[[Connection], None]
+) -> None:
+    """Before: the next append wrote a fresh head MAC over the cut-back chain, and `audit
+    verify` passed again. Now a write refuses a head that does not authenticate."""
+    with Strongroom.open(make_settings(db_url)) as room:
+        _history(room)
+        with attacker.begin() as conn:
+            attack(conn)
+    with Strongroom.open(make_settings(db_url)) as fresh:
+        with pytest.raises(IntegrityError, match="head"):
+            fresh.set("ns", "other", {"k": "v"})
+        assert not fresh.audit_verify().ok

@@ -8,6 +8,7 @@ imports the crypto layer).
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from strongroom.audit import AuditEvent, AuditPublisher, ChainHead, ChainKey, seal_event
-from strongroom.errors import AuditError
+from strongroom.errors import AuditError, IntegrityError
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
     SECRET_WRITES_WHERE,
@@ -745,7 +746,12 @@ def has_data_keys(conn: Connection) -> bool:
 
 
 _LOCK_HEAD = (
-    select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    select(audit_head.c.seq, audit_head.c.hash, audit_head.c.mac)
+    .where(audit_head.c.id == 1)
+    .with_for_update()
+)
+_KEYED_BY = select(func.count()).select_from(audit_keys).where(
+    audit_keys.c.first_seq <= bindparam("seq")
 )
 _INSERT_EVENT = insert(audit_events)
 _HEAD_CACHE = "strongroom.audit_head"
@@ -796,6 +802,22 @@ def _locked_head(conn: Connection) -> Any:
     return head
 
 
+def _check_head(conn: Connection, key: ChainKey, seq: int, link: str, mac: str) -> None:
+    """Refuse to extend a head that does not authenticate: a head cut back and rewritten by
+    someone without the key would otherwise be blessed by the next append's fresh head MAC.
+
+    An empty MAC is legitimate only before the chain is keyed (the transaction that creates the
+    audit key appends its first keyed event on an unkeyed head).
+    """
+    if mac:
+        if not hmac.compare_digest(key.head(seq, link), mac):
+            raise IntegrityError("not done: the audit chain's head does not authenticate; "
+                                 "`strongroom audit verify` reports the chain")  # fmt: skip
+    elif seq and conn.execute(_KEYED_BY, {"seq": seq}).scalar_one():
+        raise IntegrityError("not done: the audit chain's head has lost its MAC; "
+                             "`strongroom audit verify` reports the chain")  # fmt: skip
+
+
 def append_audits(
     conn: Connection, events: Sequence[AuditEvent], *, key: ChainKey
 ) -> list[AuditEvent]:
@@ -819,6 +841,7 @@ def append_audits(
     else:  # first append of this transaction: read (and lock) the head
         head = _locked_head(conn)
         seq, prev_hash, sealed_here = int(head.seq), str(head.hash), []
+        _check_head(conn, key, seq, prev_hash, str(head.mac or ""))
     placed: list[AuditEvent] = []
     for event in events:
         sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash, key=key)
