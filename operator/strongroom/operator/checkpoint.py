@@ -67,7 +67,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.api import Strongroom
 from strongroom.audit import Checkpoint
-from strongroom.errors import ConfigError, IntegrityError, StrongroomError
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.kubewrites import read_json
 from strongroom.metrics import (
     AUDIT_CHECKPOINT_CHECKED,
@@ -76,6 +76,7 @@ from strongroom.metrics import (
     AUDIT_CHECKPOINT_SEQ,
 )
 from strongroom.operator.events import EventRecorder, InvolvedObject
+from strongroom.operator.refs import split_ref
 
 log = logging.getLogger("strongroom.operator")
 
@@ -83,8 +84,6 @@ FORMAT = "strongroom.io/audit-checkpoint/v1"
 DEFAULT_NAME = "strongroom-audit-checkpoint"
 MISMATCH = "AuditCheckpointMismatch"
 REACHED = "AuditCheckpointReached"
-
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,17 +97,7 @@ class CheckpointRef:
     @classmethod
     def parse(cls, text: str, default_namespace: str | None = None) -> CheckpointRef:
         """``NAMESPACE/NAME``, or ``NAME`` in ``default_namespace``."""
-        namespace, _, name = text.strip().rpartition("/")
-        namespace = namespace or default_namespace or ""
-        for what, value in (("namespace", namespace), ("name", name)):
-            if not value:
-                raise ConfigError(
-                    f"audit checkpoint {text!r}: no {what} (give NAMESPACE/NAME, or set "
-                    "POD_NAMESPACE)"
-                )
-            if len(value) > 253 or not set(value) <= _NAME_CHARS or not value[0].isalnum():
-                raise ConfigError(f"audit checkpoint {text!r}: {value!r} is not a valid {what}")
-        return cls(namespace, name)
+        return cls(*split_ref(text.strip(), default_namespace, label="audit checkpoint"))
 
 
 def resolve(spec: str, pod_namespace: str | None) -> CheckpointRef | None:

@@ -28,12 +28,10 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from strongroom.errors import ConfigError
 from strongroom.kubewrites import discard, read_json
+from strongroom.operator.refs import split_ref
 
 log = logging.getLogger("strongroom.operator")
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +45,7 @@ class LeaseRef:
     @classmethod
     def parse(cls, text: str, default_namespace: str | None) -> LeaseRef:
         """``NAME`` (in ``default_namespace``, the pod's) or ``NAMESPACE/NAME``."""
-        namespace, _, name = text.rpartition("/")
-        namespace = namespace or default_namespace or ""
-        for what, value in (("namespace", namespace), ("name", name)):
-            if not value:
-                raise ConfigError(
-                    f"--leader-elect {text!r}: no lease {what} (give NAMESPACE/NAME, or set "
-                    "POD_NAMESPACE)"
-                )
-            if len(value) > 253 or not set(value) <= _NAME_CHARS or not value[0].isalnum():
-                raise ConfigError(f"--leader-elect {text!r}: {value!r} is not a valid {what}")
-        return cls(namespace, name)
+        return cls(*split_ref(text, default_namespace, label="--leader-elect", noun="lease "))
 
 
 def _now() -> str:
