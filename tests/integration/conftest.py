@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine
 
+from strongroom.store.engine import normalize_url
 from tests.components.kube import KubeCluster
 from tests.components.operator import OperatorProcess, child_env
 from tests.conftest import MASTER_KEY
@@ -24,3 +26,13 @@ def op(kube: KubeCluster, tmp_path: Path) -> Iterator[OperatorProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def attacker(db_url: str) -> Iterator[Engine]:
+    """The attacker's own connection to the store's database: SQL, no KEK."""
+    engine = create_engine(normalize_url(db_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -11,34 +11,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 
 from strongroom import AuditError, Strongroom
 from strongroom.audit import GENESIS_HASH, KEY_ACTION, AuditEvent, chain_hash, seal_event
 from strongroom.errors import IntegrityError
-from strongroom.store.engine import normalize_url
 from strongroom.store.migrate import MIGRATIONS
 from strongroom.store.schema import audit_events, audit_head
 from tests.conftest import MASTER_KEY, make_settings
 from tests.integration.test_cli import STRONGROOM
 
 _EVENT_FIELDS = [f.name for f in dataclasses.fields(AuditEvent)]
-
-
-@pytest.fixture
-def attacker(db_url: str) -> Iterator[Engine]:
-    """The attacker's own connection to the store's database: SQL, no KEK."""
-    engine = create_engine(normalize_url(db_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _read(conn: Connection) -> list[AuditEvent]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,16 +43,6 @@ BARE = "stored value failed authentication"
 MANIFEST_COLUMNS = ("manifest", "manifest_counter", "manifest_key", "manifest_mac")
 
 Snapshot = tuple[dict[str, Any], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def attacker(db_url: str) -> Iterator[Engine]:
-    """The attacker's own connection to the store's database: SQL, no KEK."""
-    engine = create_engine(normalize_url(db_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _secret_id(conn: Connection, name: str) -> int:
