@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
-from strongroom import validate, values
+from strongroom import bindings, validate, values
 from strongroom.audit import (
     SECRET_WRITES,
     AuditEvent,
@@ -39,6 +39,7 @@ from strongroom.errors import (
     AlreadyExists,
     AuditError,
     IntegrityError,
+    NamespaceMismatch,
     NotFound,
     StoreError,
     StrongroomError,
@@ -52,6 +53,8 @@ from strongroom.store import repository as repo
 from strongroom.store.batching import TransactionBatcher
 
 T = TypeVar("T")
+# What a body raises to refuse an operation: audited as a failure, then raised to the caller.
+_REFUSALS = (ValidationError, NotFound, IntegrityError, AlreadyExists, NamespaceMismatch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +215,7 @@ class Strongroom:
             failed: StrongroomError | None = None
             try:
                 result, event = body(conn)
-            except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
+            except _REFUSALS as exc:
                 if not read_only:
                     raise
                 result, event, failed = None, failure(exc), exc
@@ -227,7 +230,7 @@ class Strongroom:
                 _observe(one.action, one.outcome, time.perf_counter() - start)
         except StoreError as exc:
             raise AuditError(f"not done: the operation or its audit event failed ({exc})") from None
-        except (ValidationError, NotFound, IntegrityError, AlreadyExists) as exc:
+        except _REFUSALS as exc:
             self._audit_failure(failure(exc), key)
             raise
         if failed is not None:
@@ -314,6 +317,7 @@ class Strongroom:
         *,
         actor: str | None = None,
         action: str = "operator.read",
+        namespace_uid: str | None = None,
     ) -> SecretValue | None:
         """Read the current values and write what ``produce`` adds to them, in one transaction.
 
@@ -326,7 +330,9 @@ class Strongroom:
         when there are none) and returns the keys to add or replace. Audited as the read
         (``action``; ``not_found`` when nothing is stored) and, when something is written,
         ``secret.set``. Returns the resulting version's values, or None when nothing is stored
-        and nothing was produced.
+        and nothing was produced. ``namespace_uid``: the UID of the reading ManagedSecret's
+        namespace; values bound to another one are refused, unbound ones are bound to it
+        (:mod:`strongroom.bindings`).
         """
         failure = functools.partial(self._failed, action, actor=actor, namespace=namespace,
                                     name=name)  # fmt: skip
@@ -344,15 +350,23 @@ class Strongroom:
                 current: dict[str, Any] = {}
                 version, seen, description = 0, 0, ""
                 found = self.manifests.read(conn, namespace, name, None)
+                bound: list[AuditEvent] = []
                 if found is not None:
                     secret, rows = found[0], found[1]
+                    if bindings.needs_binding(secret, namespace_uid):
+                        assert namespace_uid is not None  # noqa: S101 - needs_binding says so
+                        repo.set_namespace_uid(conn, secret.id, namespace_uid)
+                        bound.append(self._event(
+                            bindings.BIND_ACTION, Outcome.OK, actor=actor, namespace=namespace,
+                            name=name, detail=bindings.bound_detail(namespace_uid)))  # fmt: skip
                     seen = version = secret.current_version
                     description = secret.description
                     current = {row.key: values.decode(self._decrypt(conn, secret, row))
                                for row in rows}  # fmt: skip
                 events = [
                     self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
-                                namespace=namespace, name=name, version=version or None)
+                                namespace=namespace, name=name, version=version or None),
+                    *bound,
                 ]  # fmt: skip
                 new = dict(produce(current))
                 if not new:
@@ -362,7 +376,7 @@ class Strongroom:
                     version, events = self._write_version(
                         conn, namespace, name, encoded, write_key, actor=actor,
                         touched=",".join(sorted(encoded)), expect=None if last else seen,
-                        audit_first=events,
+                        audit_first=events, namespace_uid=namespace_uid,
                     )  # fmt: skip
                 except _VersionMoved:
                     continue
@@ -390,21 +404,30 @@ class Strongroom:
         touched: str,
         expect: int | None = None,
         audit_first: Iterable[AuditEvent] = (),
+        namespace_uid: str | None = None,
     ) -> tuple[int, list[AuditEvent]]:
         """The next version of ``namespace/name`` inside the caller's transaction.
 
         ``expect``: the current version the caller based its values on; if another writer
         has moved it by the time the row is locked, :class:`_VersionMoved` (row still locked).
         Returns the version and the audit events, already appended: ``audit_first``, then the
-        write's own, whose place in the chain the new manifest records.
+        write's own, whose place in the chain the new manifest records. ``namespace_uid``: as
+        for :meth:`resolve`; a secret created here starts bound to it.
         """
         removed = removed or set()
         data_key_id, seed = write_key
         now = datetime.now(UTC)
         secret = repo.lock_secret(conn, namespace, name, description or "", now,
-                                  absent=expect == 0)  # fmt: skip
+                                  absent=expect == 0, namespace_uid=namespace_uid)  # fmt: skip
         if expect is not None and secret.current_version != expect:
             raise _VersionMoved
+        detail = ""  # the set event of a secret bound here says to which namespace
+        if bindings.needs_binding(secret, namespace_uid):
+            assert namespace_uid is not None  # noqa: S101 - needs_binding says so
+            repo.set_namespace_uid(conn, secret.id, namespace_uid)
+            detail = bindings.bound_detail(namespace_uid)
+        elif namespace_uid is not None and not secret.current_version:
+            detail = bindings.bound_detail(namespace_uid)  # lock_secret created it bound
         if if_absent and secret.current_version:
             raise AlreadyExists(f"{namespace}/{name} already exists")
         plain: dict[str, bytes] = {}
@@ -441,7 +464,7 @@ class Strongroom:
         who = validate.printable(actor or self.settings.actor)[:255]
         event = self._event(
             "secret.set", Outcome.OK, actor=actor, namespace=namespace, name=name, key=touched,
-            version=version,
+            version=version, detail=detail,
         )  # fmt: skip
         placed = repo.append_audits(conn, [*audit_first, event], key=self.audit_key.current())
         manifest = self.manifests.for_version(
@@ -685,6 +708,31 @@ class Strongroom:
             ),
         )
 
+    def rebind(self, namespace: str, name: str, *, actor: str | None = None) -> str | None:
+        """Hand ``namespace/name`` to the namespace of that name whose ManagedSecret syncs it
+        next (:mod:`strongroom.bindings`); returns the namespace UID it was bound to, if any.
+
+        An administrator's decision after a namespace was deleted and created again: audited
+        with the old UID, and ``updated_at`` moves so that the operator syncs it within seconds.
+        """
+
+        def body(conn: Connection) -> tuple[str | None, AuditEvent]:
+            self._address(namespace, name)
+            secret = self._require(conn, namespace, name, lock=True)
+            repo.set_namespace_uid(conn, secret.id, None, now=datetime.now(UTC))
+            was = secret.namespace_uid
+            event = self._event(
+                bindings.REBIND_ACTION, Outcome.OK, actor=actor, namespace=namespace, name=name,
+                detail=f"was bound to namespace uid {was}" if was else "was not bound",
+            )  # fmt: skip
+            return was, event
+
+        return self._audited(
+            body,
+            lambda exc: self._event(bindings.REBIND_ACTION, _outcome(exc), actor=actor,
+                                    namespace=namespace, name=name, detail=str(exc)),
+        )  # fmt: skip
+
     def changed_since(self, since: datetime) -> builtins.list[tuple[str, str, int, datetime]]:
         """(namespace, name, version, updated) of secrets written after ``since``.
 
@@ -837,4 +885,6 @@ def _outcome(exc: StrongroomError) -> str:
         return Outcome.NOT_FOUND
     if isinstance(exc, ValidationError):
         return Outcome.INVALID
+    if isinstance(exc, NamespaceMismatch):
+        return Outcome.DENIED
     return Outcome.ERROR

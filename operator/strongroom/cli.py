@@ -252,6 +252,16 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_rebind(args: argparse.Namespace) -> int:
+    namespace, name = _ref(args.ref)
+    with _open(args) as room:
+        was = room.rebind(namespace, name)
+    whom = f"namespace uid {was}" if was else "no namespace yet"
+    _say(namespace, "/", name, f": unbound (was bound to {whom}); the ManagedSecret of ",
+         namespace, " that syncs it next binds it to its namespace")  # fmt: skip
+    return 0
+
+
 def cmd_secret_verify(args: argparse.Namespace) -> int:
     namespace, name = _ref(args.ref)
     raw = sys.stdin.read()
@@ -558,6 +568,19 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     s_del.add_argument("ref", metavar="NS/NAME")
     s_del.set_defaults(handler=cmd_secret_delete)
 
+    s_rebind = s_sub.add_parser(
+        "rebind",
+        help="hand a secret's values to a namespace created again under the same name",
+        description=(
+            "The operator gives stored values only to the namespace (by UID) whose "
+            "ManagedSecret first synced them: a namespace deleted and created again, perhaps by "
+            "another tenant, gets Ready=False NamespaceMismatch. If the values are meant for "
+            "the new namespace, rebind them: the next sync binds them to it (audited)."
+        ),
+    )
+    s_rebind.add_argument("ref", metavar="NS/NAME")
+    s_rebind.set_defaults(handler=cmd_secret_rebind)
+
     s_ver = s_sub.add_parser(
         "verify",
         help="check a candidate value from stdin against the stored one",
@@ -678,6 +701,11 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
                      help="publish the audit head to this ConfigMap and check the store against "
                           "it at start (default: strongroom-audit-checkpoint in POD_NAMESPACE; "
                           "STRONGROOM_AUDIT_CHECKPOINT_SECONDS sets how often, 30 s at most)")  # fmt: skip
+    run.add_argument("--trust-namespace-names", action="store_true",
+                     help="give stored values to any namespace of their namespace's name, "
+                          "without checking that it is the one they were first synced to (its "
+                          "UID): for a restored cluster or clusters sharing one store "
+                          "(also STRONGROOM_TRUST_NAMESPACE_NAMES=true)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
 
@@ -691,7 +719,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
-        metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint)  # fmt: skip
+        metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint,
+        trust_namespace_names=args.trust_namespace_names)  # fmt: skip
     return 0
 
 

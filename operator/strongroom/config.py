@@ -469,6 +469,8 @@ class OperatorTuning:
     # published every ``audit_checkpoint_seconds`` (1-30 s).
     audit_checkpoint: str = ""
     audit_checkpoint_seconds: float = 30.0
+    # Values are bound to their namespace's UID (strongroom.bindings); true: to its name only.
+    trust_namespace_names: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorTuning:
@@ -493,6 +495,8 @@ class OperatorTuning:
             audit_checkpoint_seconds=_read(env, "STRONGROOM_AUDIT_CHECKPOINT_SECONDS",
                                            _parse_checkpoint_seconds,
                                            cls.audit_checkpoint_seconds),
+            trust_namespace_names=_read(env, "STRONGROOM_TRUST_NAMESPACE_NAMES", parse_bool,
+                                        cls.trust_namespace_names),
         )
 
 

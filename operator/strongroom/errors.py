@@ -29,6 +29,14 @@ class AlreadyExists(StrongroomError):  # noqa: N818 - reads as the condition it 
     """A create-only write found the secret already there."""
 
 
+class NamespaceMismatch(StrongroomError):  # noqa: N818 - reads as the condition it reports
+    """The stored values belong to an earlier namespace of the same name (another UID).
+
+    A namespace deleted and created again, perhaps by another tenant, must not inherit what the
+    first one stored; an administrator hands the values over with ``strongroom secret rebind``.
+    """
+
+
 class KeyringError(StrongroomError):
     """The key-encryption key could not be used."""
 
@@ -62,6 +70,7 @@ __all__ = [
     "ConfigError",
     "IntegrityError",
     "KeyringError",
+    "NamespaceMismatch",
     "NotFound",
     "StoreError",
     "StrongroomError",

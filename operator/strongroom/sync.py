@@ -37,9 +37,16 @@ from strongroom import policy, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
-from strongroom.errors import KeyringError, StoreError, StrongroomError, ValidationError
+from strongroom.errors import (
+    KeyringError,
+    NamespaceMismatch,
+    StoreError,
+    StrongroomError,
+    ValidationError,
+)
 from strongroom.kubewrites import DirectWrites, discard, read_json
 from strongroom.metrics import SECRET_WRITES
+from strongroom.namespaceids import NamespaceIdentities
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, OWNER_UID_ANNOTATION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
@@ -91,6 +98,7 @@ class Reason:
     SECRET_REFUSED = "SecretRefused"  # noqa: S105 - a reason, not a password
     TOO_LARGE = "TooLarge"
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
+    NAMESPACE_MISMATCH = "NamespaceMismatch"
 
 
 @dataclasses.dataclass
@@ -162,8 +170,10 @@ class Syncer:
         actor: str,
         hmac_key: bytes | None = None,
         rollout_restart: bool = True,
+        trust_namespace_names: bool = False,
     ) -> None:
         self.rollout_restart_enabled = rollout_restart
+        self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
         self.room = room
         self.writes = writes
         self.core = core
@@ -229,6 +239,8 @@ class Syncer:
             return Result(False, Reason.STORE_UNAVAILABLE, clip(str(exc)), retry=True)
         except ValidationError as exc:  # the same input gets the same answer: no retry
             return Result(False, Reason.STORE_REJECTED, clip(str(exc)), permanent=True)
+        except NamespaceMismatch as exc:  # until a rebind, which the store watch brings here
+            return Result(False, Reason.NAMESPACE_MISMATCH, clip(str(exc)), permanent=True)
         except StrongroomError as exc:
             return Result(False, Reason.STORE_REJECTED, clip(str(exc)), retry=True)
         except policy.SpecRefusedError as exc:  # found out only once the store was read
@@ -283,7 +295,8 @@ class Syncer:
             policy.check_key_count(len({*current, *fresh}), name)
             return fresh
 
-        found = self.room.resolve(namespace, name, produce, actor=self.actor)
+        owner = self.namespace_ids.uid(namespace, body["metadata"].get("creationTimestamp"))
+        found = self.room.resolve(namespace, name, produce, actor=self.actor, namespace_uid=owner)
         events.extend(("Normal", "Rotated", f"generated a new value for {key}") for key in rotated)
         stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
 

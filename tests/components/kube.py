@@ -8,7 +8,8 @@ grants it.
 Authentication: a static admin token (group system:masters) and ServiceAccount tokens issued
 through the TokenRequest API; authorization: RBAC only, so what a Role grants is exactly what
 an identity can do. A kube-controller-manager runs only its garbage collector, so
-ownerReferences are honoured as in a cluster (a Secret goes with its ManagedSecret). There is no
+ownerReferences are honoured as in a cluster (a Secret goes with its ManagedSecret), and its
+namespace controller, so a deleted namespace's objects go and the namespace after them. There is no
 kubelet: objects are stored and watched, pods never run.
 """
 
@@ -135,7 +136,8 @@ class KubeCluster:
         self.start_controller_manager()
 
     def start_controller_manager(self) -> None:
-        """The garbage collector only: it deletes objects whose owners are gone."""
+        """The garbage collector (it deletes objects whose owners are gone) and the namespace
+        controller (a deleted namespace's objects go, then the namespace: the name is free)."""
         if self.controller_manager_bin is None:
             return
         log = self.root / "controller-manager.log"
@@ -143,7 +145,7 @@ class KubeCluster:
             [
                 self.controller_manager_bin,
                 "--kubeconfig", str(self.kubeconfig),
-                "--controllers", "garbagecollector",
+                "--controllers", "garbagecollector,namespace",
                 "--leader-elect=false",
                 "--bind-address", "127.0.0.1",
                 "--secure-port", str(self.controller_manager_port),

@@ -78,6 +78,14 @@ No wildcards. */ -}}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if not .Values.trustNamespaceNames }}
+# Namespaces: read (get) for their UID, which stored values are bound to (strongroom.bindings).
+# In a Role this reaches the Role's own namespace only (the apiserver files a namespace's own
+# request under that namespace).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
 {{- if .Values.rolloutRestart.enabled }}
 # rolloutRestart: the pod template is read (is the Secret consumed?), then patched.
 - apiGroups: ["apps"]

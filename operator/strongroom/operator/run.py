@@ -55,6 +55,7 @@ def run(
     verbose: bool = False,
     metrics_port: int | None = None,
     audit_checkpoint: str | None = None,
+    trust_namespace_names: bool = False,
 ) -> None:
     import strongroom.operator.handlers  # noqa: F401 - registers the handlers
 
@@ -85,13 +86,22 @@ def run(
             "audit checkpoint off: a restored older database will go unnoticed (give "
             "--audit-checkpoint NAMESPACE/NAME, or run with POD_NAMESPACE set)"
         )
+    trust_names = trust_namespace_names or tuning.trust_namespace_names
+    if trust_names:
+        logging.getLogger("strongroom.operator").warning(
+            "namespace identity not checked (--trust-namespace-names): stored values go to "
+            "whichever namespace has their namespace's name, also one deleted and created "
+            "again by someone else; meant for a restored cluster or several clusters sharing "
+            "one store"
+        )
     actor = operator_actor()
     runtime = Runtime(dataclasses.replace(settings, actor=actor), namespaces=namespaces,
                       actor=actor, store_poll=tuning.store_poll_seconds,
                       workers=tuning.reconcile_workers, api_timeout=tuning.api_timeout_seconds,
                       lease=lease, lease_seconds=tuning.lease_seconds,
                       rollout_restart=tuning.rollout_restart, checkpoint=checkpoint,
-                      checkpoint_seconds=tuning.audit_checkpoint_seconds)  # fmt: skip
+                      checkpoint_seconds=tuning.audit_checkpoint_seconds,
+                      trust_namespace_names=trust_names)  # fmt: skip
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

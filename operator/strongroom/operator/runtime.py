@@ -183,8 +183,10 @@ class Runtime:
         rollout_restart: bool = True,
         checkpoint: CheckpointRef | None = None,
         checkpoint_seconds: float = 30.0,
+        trust_namespace_names: bool = False,
     ) -> None:
         self.settings = settings
+        self.trust_namespace_names = trust_namespace_names
         self.rollout_restart = rollout_restart
         self.namespaces = tuple(namespaces)
         self.actor = actor
@@ -250,6 +252,7 @@ class Runtime:
             self.room, k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api),
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
             rollout_restart=self.rollout_restart,
+            trust_namespace_names=self.trust_namespace_names,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip

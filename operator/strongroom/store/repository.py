@@ -59,6 +59,7 @@ class SecretRow:
     manifest_counter: int | None = None
     manifest_key: str | None = None
     manifest_mac: str | None = None
+    namespace_uid: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,7 @@ _SECRET_COLUMNS = (
     secrets.c.manifest_counter,
     secrets.c.manifest_key,
     secrets.c.manifest_mac,
+    secrets.c.namespace_uid,
 )
 
 _VERSION_COLUMNS = (
@@ -259,6 +261,7 @@ def lock_secret(
     now: datetime,
     *,
     absent: bool = False,
+    namespace_uid: str | None = None,
 ) -> SecretRow:
     """The secret's row, created if absent, locked until the transaction ends.
 
@@ -267,7 +270,8 @@ def lock_secret(
     version number; ``ON CONFLICT DO NOTHING`` lets two creators meet without an error.
     ``absent``: this transaction has just read that there is no such row, so go straight to
     creating it (on SQLite nobody can have created it since; on PostgreSQL the insert still
-    meets a concurrent creator without an error).
+    meets a concurrent creator without an error). ``namespace_uid``: the binding a row created
+    here starts with (strongroom.bindings).
     """
     where = {"namespace": namespace, "name": name}
     if not absent:
@@ -281,6 +285,7 @@ def lock_secret(
         "current_version": 0,
         "created_at": now,
         "updated_at": now,
+        "namespace_uid": namespace_uid,
     }
     if conn.dialect.name == "sqlite":
         # BEGIN IMMEDIATE holds the only write lock: nobody can have created it meanwhile.
@@ -294,6 +299,22 @@ def lock_secret(
         .on_conflict_do_nothing(index_elements=["namespace", "name"])
     )
     return _secret(conn.execute(_LOCK_SECRET, where).one())
+
+
+_SET_NAMESPACE_UID = (
+    update(secrets)
+    .where(secrets.c.id == bindparam("sid"))
+    .values(namespace_uid=bindparam("uid"))
+)
+
+
+def set_namespace_uid(
+    conn: Connection, secret_id: int, uid: str | None, *, now: datetime | None = None
+) -> None:
+    """Bind (or, ``None``, unbind) a secret to a namespace UID; ``now`` also moves
+    ``updated_at``, so that the operator's store watch syncs the secret again (a rebind)."""
+    statement = _SET_NAMESPACE_UID if now is None else _SET_NAMESPACE_UID.values(updated_at=now)
+    conn.execute(statement, {"sid": secret_id, "uid": uid})
 
 
 def changed_since(conn: Connection, since: datetime) -> list[tuple[str, str, int, datetime]]:

@@ -67,6 +67,9 @@ secrets = Table(
     Column("manifest_counter", Seq, nullable=True),
     Column("manifest_key", String(40), nullable=True),
     Column("manifest_mac", String(64), nullable=True),
+    # The UID of the Kubernetes namespace whose ManagedSecret first synced it (schema 0004):
+    # NULL until then, and again after ``strongroom secret rebind`` (strongroom.bindings).
+    Column("namespace_uid", String(64), nullable=True),
     UniqueConstraint("namespace", "name", name="uq_secrets_namespace_name"),
 )
 
