@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import threading
 import time
 import urllib.error
 import uuid
+from pathlib import Path
 
 import boto3
 import hvac
@@ -18,6 +20,8 @@ from tests.components.base import wait_until
 from tests.components.kube import KubeCluster
 from tests.components.moto import MotoServer
 from tests.components.openbao import OpenBao
+
+REPO = Path(__file__).resolve().parents[2]
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -153,3 +157,39 @@ def test_moto_kms_round_trip(moto: MotoServer) -> None:
 def test_helm_is_the_real_binary(helm: str) -> None:
     out = subprocess.run([helm, "version", "--short"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("v4.")
+
+
+# -- what scripts/testenv builds ----------------------------------------------------------------
+
+
+def test_the_built_components_report_their_release(kube: KubeCluster, openbao: OpenBao) -> None:
+    """Stamped as their own builds do: not v0.0.0-master+$Format:%H$, not 2.0.0-HEAD."""
+    server = json.loads(kube.kubectl("version", "-o", "json"))["serverVersion"]
+    assert (server["gitVersion"], server["major"], server["minor"]) == ("v1.35.4", "1", "35")
+    own = subprocess.run([kube.apiserver_bin, "--version"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert own.strip() == "Kubernetes v1.35.4"
+    bao = subprocess.run([openbao.binary, "version"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert bao.startswith("OpenBao v2.4.0 ('f9407a27fbee")
+    assert Path(openbao.binary).parent.name == "openbao-v2.4.0"  # the cache names the release
+
+
+def test_a_component_build_says_what_it_does_and_shows_its_log_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    """The progress lines of a cold build, made to fail at once (no module proxy, an empty
+    module cache): what is built and how long it usually takes, where Go's output goes, and
+    on failure that output in full."""
+    env = {**os.environ, "STRONGROOM_CACHE": str(tmp_path / "cache"), "GOPROXY": "off",
+           "GOMODCACHE": str(tmp_path / "gomod"), "GOFLAGS": "-mod=mod"}  # fmt: skip
+    done = subprocess.run([str(REPO / "scripts" / "testenv"), "etcd"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    log = tmp_path / "cache" / "logs" / "etcd.log"
+    assert done.returncode != 0
+    assert "testenv: building etcd v3.6.5 from Go modules, once: 1-3 min on 2 cores" in done.stderr
+    assert f"(Go's output goes to {log})" in done.stderr
+    assert "error: building etcd failed after" in done.stderr
+    assert "GOPROXY=off" in log.read_text()  # Go's own words, kept in the log ...
+    assert log.read_text().strip() in done.stderr  # ... and shown in full on failure
+    assert not (tmp_path / "cache" / "bin" / "etcd-v3.6.5" / "etcd").exists()
