@@ -136,7 +136,8 @@ def test_a_namespace_created_again_does_not_inherit_the_values(
     assert f"strongroom secret rebind {op.namespace}/db" in condition["message"]
     assert first not in str(op.msec("db")) and first not in op.log()
     assert op.secret("db") is None
-    assert "NamespaceMismatch" in op.event_reasons()
+    eventually(lambda: "NamespaceMismatch" in op.event_reasons(), timeout=30,
+               what="a NamespaceMismatch Event")  # fmt: skip
     audit = op.cli("audit", "tail", "-n", "50")
     assert "denied" in audit and first not in audit
 
@@ -154,7 +155,7 @@ def test_trusting_names_is_a_flag_and_says_so(op: OperatorProcess, kube: KubeClu
     # The store was bound elsewhere (a restored cluster: every namespace UID differs).
     path = op.env["STRONGROOM_DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE secrets SET namespace_uid = ?", (OLD,))
+        conn.execute("UPDATE secrets SET namespace_uid = ? WHERE name = 'shared'", (OLD,))
     op.apply("shared", {"data": [{"key": "token"}]})
     eventually(lambda: ready(op, "shared").get("reason") == "NamespaceMismatch", timeout=45,
                what="NamespaceMismatch")  # fmt: skip
@@ -165,4 +166,5 @@ def test_trusting_names_is_a_flag_and_says_so(op: OperatorProcess, kube: KubeClu
                what="synced by name")  # fmt: skip
     assert "namespace identity not checked (--trust-namespace-names)" in op.log()
     with sqlite3.connect(path) as conn:  # trusting names binds nothing either
-        assert conn.execute("SELECT namespace_uid FROM secrets").fetchall() == [(OLD,)]
+        rows = conn.execute("SELECT namespace_uid FROM secrets WHERE name = 'shared'").fetchall()
+        assert rows == [(OLD,)]
