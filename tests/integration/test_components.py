@@ -164,14 +164,14 @@ def test_helm_is_the_real_binary(helm: str) -> None:
 
 def test_the_built_components_report_their_release(kube: KubeCluster, openbao: OpenBao) -> None:
     """Stamped as their own builds do: not v0.0.0-master+$Format:%H$, not 2.0.0-HEAD."""
-    server = json.loads(kube.kubectl("version", "-o", "json"))["serverVersion"]
+    server = json.loads(kube.kubectl("version", "-o", "json").stdout)["serverVersion"]
     assert (server["gitVersion"], server["major"], server["minor"]) == ("v1.35.4", "1", "35")
     own = subprocess.run([kube.apiserver_bin, "--version"], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert own.strip() == "Kubernetes v1.35.4"
     bao = subprocess.run([openbao.binary, "version"], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
-    assert bao.startswith("OpenBao v2.4.0 ('f9407a27fbee")
+    assert bao.startswith("OpenBao v2.4.0 (f9407a27fbee)")
     assert Path(openbao.binary).parent.name == "openbao-v2.4.0"  # the cache names the release
 
 
