@@ -20,8 +20,10 @@ from sqlalchemy import Connection, Engine
 
 from strongroom import bindings, validate, values
 from strongroom.audit import (
+    GENESIS_HASH,
     SECRET_WRITES,
     AuditEvent,
+    ChainHead,
     ChainKey,
     ChainReport,
     Checkpoint,
@@ -104,6 +106,7 @@ class Strongroom:
         )
         self.manifests = Manifests(engine, self.data_keys, self.audit_key, actor=settings.actor)
         self._batcher: TransactionBatcher | None = None
+        self._walked: tuple[int, str] = (0, GENESIS_HASH)  # audit_check_checkpoint's cursor
         # Copies of each transaction's events, sent just before it commits (auditsinks.py).
         self.sinks = AuditSinks.from_settings(settings.audit_sinks)
         if self.sinks is not None:
@@ -791,8 +794,12 @@ class Strongroom:
     def audit_check_checkpoint(self, checkpoint: Checkpoint) -> str | None:
         """Why this store does not reach ``checkpoint``, in one line; None when it does.
 
-        Reads the head and one event (cheap at any log size); :meth:`audit_verify` walks the
-        whole chain. Neither moves the checkpoint.
+        Reads the head and the event at the checkpoint, then walks every link this object has
+        not walked yet up to the head: the whole chain the first time (at an operator's start),
+        then only what was appended since (each interval). So a restored backup with the live
+        head and later events copied over it is caught, not only a head that moved back. Edits
+        of events already walked are caught at the next start or by :meth:`audit_verify`.
+        Neither moves the checkpoint.
         """
         stored = self.audit_key.stored()
         with self.engine.connect() as conn:
@@ -809,7 +816,25 @@ class Strongroom:
                 "the store's audit chain head does not authenticate: events after it were "
                 "deleted or the head was rewritten"
             )
+        if problem is None and stored is not None:
+            problem = self._walk_new_links(head, *stored)
         return problem
+
+    def _walk_new_links(self, head: ChainHead, key: ChainKey, keyed_from: int) -> str | None:
+        """Walk from the last link walked (``_walked``) to ``head``; why it fails, or None."""
+        since = self._walked
+        with self.engine.connect() as conn:
+            if since[0] and repo.audit_link_at(conn, since[0]) != since[1]:
+                return f"event {since[0]} of the audit chain, checked before, was changed or removed"
+            report = verify_chain(repo.iter_audit(conn, after=since[0], upto=head.seq),
+                                  head=head, key=key, keyed_from=keyed_from, since=since)  # fmt: skip
+        if not report.ok:
+            return (
+                f"the store's audit chain does not verify at event {report.first_bad_seq}: "
+                f"{report.reason}"
+            )
+        self._walked = (head.seq, head.hash)
+        return None
 
     def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:

@@ -226,15 +226,19 @@ def verify_chain(
     head: ChainHead,
     key: ChainKey | None = None,
     keyed_from: int = 1,
+    since: tuple[int, str] = (0, GENESIS_HASH),
 ) -> ChainReport:
     """Walk the chain in ``seq`` order; report the first event that does not fit.
+
+    ``since``: (seq, link) of an event already walked, whose successors ``events`` are: the
+    walk goes on from there rather than from the start (``count`` is still the last seq).
 
     With ``key``, events from ``keyed_from`` on must carry its MACs, the event at
     ``keyed_from`` must be the ``audit.key`` event naming it, the chain must reach it, and the
     head must carry its MAC; events before it are checked as unkeyed links. Without ``key``
     (a store that has no audit key yet) every event must be an unkeyed link.
     """
-    walked = _walk(events, key, keyed_from)
+    walked = _walk(events, key, keyed_from, since)
     if isinstance(walked, ChainReport):
         return walked
     count, last = walked
@@ -245,11 +249,11 @@ def verify_chain(
 
 
 def _walk(
-    events: Iterable[AuditEvent], key: ChainKey | None, keyed_from: int
+    events: Iterable[AuditEvent], key: ChainKey | None, keyed_from: int, since: tuple[int, str]
 ) -> ChainReport | tuple[int, str]:
     """Every link in order: a report of the first bad one, or (count, last link)."""
-    expected_seq = 1
-    prev = GENESIS_HASH
+    expected_seq = since[0] + 1
+    prev = since[1]
     for event in events:
         count = expected_seq - 1
         if event.seq != expected_seq:

@@ -282,6 +282,13 @@ class AuditKey:
             head = repo.lock_audit_head(conn)
             if repo.audit_key_rows(conn):
                 return None  # lost the race: load the winner's on the next pass
+            past = repo.keyed_past(conn)
+            if past is not None:
+                raise IntegrityError(
+                    f"the store has no audit key, yet {past}: the key row was deleted. Not "
+                    "starting a new keyed chain over it; restore the audit_keys row (and the "
+                    "log) from a backup"
+                )
             repo.insert_audit_key(conn, repo.AuditKeyRow(
                 id=key_id, provider=wrapped.provider, kek_id=wrapped.kek_id,
                 kek_version=wrapped.kek_version, wrapped_seed=wrapped.ciphertext,

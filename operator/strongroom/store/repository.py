@@ -30,7 +30,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from strongroom.audit import AuditEvent, AuditPublisher, ChainHead, ChainKey, seal_event
+from strongroom.audit import (
+    KEY_ACTION,
+    MANIFEST_ACTION,
+    MANIFESTS_BEGIN,
+    AuditEvent,
+    AuditPublisher,
+    ChainHead,
+    ChainKey,
+    seal_event,
+)
 from strongroom.errors import AuditError, IntegrityError
 from strongroom.store.engine import before_commit
 from strongroom.store.schema import (
@@ -759,6 +768,23 @@ def rewrap_audit_key(
                    kek_version=kek_version, wrapped_seed=wrapped_seed)  # fmt: skip
 
 
+def keyed_past(conn: Connection) -> str | None:
+    """What in a store without an audit key shows that its chain was keyed once; None: nothing.
+
+    The key row alone proves a keyed chain; these are what an attacker who deleted it would
+    also have to find and remove, so that a new key is not silently started over a forged
+    unkeyed log (a head MAC, secrets' manifests, keyed-chain events).
+    """
+    if conn.execute(select(audit_head.c.seq).where(audit_head.c.mac != "")).first():
+        return "its chain head carries a MAC"
+    if conn.execute(select(secrets.c.id).where(secrets.c.manifest.is_not(None)).limit(1)).first():
+        return "its secrets carry manifests"
+    marks = (KEY_ACTION, MANIFESTS_BEGIN, MANIFEST_ACTION)
+    if conn.execute(select(audit_events.c.seq).where(audit_events.c.action.in_(marks)).limit(1)).first():
+        return "its log holds events of a keyed chain"
+    return None
+
+
 def has_data_keys(conn: Connection) -> bool:
     return conn.execute(select(data_keys.c.id).limit(1)).first() is not None
 
@@ -966,15 +992,17 @@ def audit_link_at(conn: Connection, seq: int) -> str | None:
     return None if link is None else str(link)
 
 
-def iter_audit(conn: Connection, batch: int = 5000) -> Iterator[AuditEvent]:
-    last = 0
+def iter_audit(
+    conn: Connection, batch: int = 5000, *, after: int = 0, upto: int | None = None
+) -> Iterator[AuditEvent]:
+    """Events in ``seq`` order after ``after`` (and up to ``upto``: a head read before, so
+    that events appended meanwhile do not run past it)."""
+    last = after
     while True:
-        rows = conn.execute(
-            select(*_AUDIT_COLUMNS)
-            .where(audit_events.c.seq > last)
-            .order_by(audit_events.c.seq)
-            .limit(batch)
-        ).all()
+        query = select(*_AUDIT_COLUMNS).where(audit_events.c.seq > last)
+        if upto is not None:
+            query = query.where(audit_events.c.seq <= upto)
+        rows = conn.execute(query.order_by(audit_events.c.seq).limit(batch)).all()
         if not rows:
             return
         for row in rows:
