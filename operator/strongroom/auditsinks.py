@@ -23,7 +23,8 @@ when, what, outcome; ``detail`` is an error message, which never quotes a value)
 does its line. Lines are ASCII: JSON escapes control characters, and everything that is not
 ASCII is escaped as ``\\uXXXX`` (DEL too), so no field can break a line or forge another.
 
-**Sinks.** ``file:PATH`` appends (``O_APPEND``, one ``write`` per transaction, created 0600);
+**Sinks.** ``file:PATH`` appends (``O_APPEND``, one ``write`` per transaction, created 0600,
+never through a symlink nor into a file of another user);
 the file is reopened when it was moved or removed (logrotate), as Python's WatchedFileHandler
 does, and a write cut short (a full disk) is followed by a newline before the next line. It is
 not fsynced: the table is the durable record; the copy survives the process, not a
@@ -71,6 +72,7 @@ slows every writer, a dead one fails them fast.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -197,8 +199,14 @@ class FileSink:
         if self._fd is not None and current == self._identity:
             return self._fd
         self.close()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Not through a symlink, and not into a file someone else made: a local user who
+        # pre-created the path (or a link there) would read every event, or redirect them.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path, flags, 0o600)
         stat = os.fstat(fd)
+        if stat.st_uid != os.geteuid():
+            os.close(fd)
+            raise OSError(errno.EPERM, f"belongs to another user (uid {stat.st_uid})", self.path)
         self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
         self._cut_line = False  # a new file starts clean
         return fd

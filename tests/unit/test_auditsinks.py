@@ -117,6 +117,26 @@ def test_a_file_sink_follows_rotation_and_creates_files_0600(tmp_path: Path) -> 
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
+def test_a_file_sink_writes_neither_through_a_link_nor_into_another_users_file(
+    tmp_path: Path,
+) -> None:
+    """A local user who pre-creates the sink's path (or a link there) must not get the events."""
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.write_text("")
+    link = tmp_path / "linked.jsonl"
+    link.symlink_to(theirs)
+    with pytest.raises(OSError) as refused:
+        FileSink(str(link)).write([(event(1), "one")])
+    assert refused.value.errno == errno.ELOOP
+    assert theirs.read_text() == ""
+    if os.geteuid() != 0:
+        pytest.skip("handing a file to another user needs root (the suite runs as root in CI)")
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(OSError, match="belongs to another user"):
+        FileSink(str(theirs)).write([(event(1), "one")])
+    assert theirs.read_text() == ""
+
+
 def test_after_a_write_cut_short_the_next_line_starts_on_a_line_of_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
