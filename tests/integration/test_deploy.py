@@ -44,6 +44,7 @@ VALUE_SETS = {
     "observability": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
                       "--set", "networkPolicy.egressCIDRs={10.0.0.0/8}"],
     "no-restarts": ["--set", "rolloutRestart.enabled=false"],
+    "trust-names": ["--set", "trustNamespaceNames=true"],
     "fence-excluded": ["--set", "fence.excludedNamespaces={kube-public,legacy-apps}",
                        "--set", "fence.excludeReleaseNamespace=false"],
     "no-fence": ["--set", "fence.enabled=false"],
@@ -200,6 +201,9 @@ OPERATOR_RULES = {
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
 }
+# A watched namespace's UID, which stored values are bound to; not with trustNamespaceNames.
+TRUSTING_NAMES_RULES = dict(OPERATOR_RULES)
+OPERATOR_RULES = {**OPERATOR_RULES, ("", "namespaces"): {"get"}}
 WORKLOAD_RULES = {("apps", kind): {"get", "patch"}
                   for kind in ("deployments", "statefulsets", "daemonsets")}  # fmt: skip
 # The audit checkpoint, in the release namespace only (get/update narrowed to its ConfigMap).
@@ -240,6 +244,8 @@ def roles(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[tuple[str, st
                      id="leader-elected"),
         pytest.param("no-checkpoint", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {},
                      "true", id="cluster-wide-without-checkpoint"),
+        pytest.param("trust-names", {"/sr-strongroom": TRUSTING_NAMES_RULES | WORKLOAD_RULES},
+                     CHECKPOINT_ROLE, "true", id="trusting-namespace-names"),
     ],
 )  # fmt: skip
 def test_rbac_grants_what_each_mode_says_and_nothing_else(
@@ -263,6 +269,7 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
     container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STRONGROOM_ROLLOUT_RESTART"] == restart
+    assert env["STRONGROOM_TRUST_NAMESPACE_NAMES"] == str(values == "trust-names").lower()
     if values == "no-checkpoint":
         assert not checkpoint and "--audit-checkpoint=off" in container["args"]
     else:  # get and update of the checkpoint's ConfigMap only; create cannot name one
