@@ -436,7 +436,8 @@ def leaf_commands() -> set[tuple[str, ...]]:
 STORE_COMMANDS = {
     ("secret", "set"): ["ns/s", "k=v"], ("secret", "get"): ["ns/s"], ("secret", "list"): [],
     ("secret", "delete"): ["ns/s"], ("secret", "verify"): ["ns/s", "k"],
-    ("secret", "history"): ["ns/s"], ("audit", "verify"): [], ("audit", "tail"): [],
+    ("secret", "history"): ["ns/s"], ("secret", "rebind"): ["ns/s"], ("audit", "verify"): [],
+    ("audit", "tail"): [],
     ("audit", "checkpoint", "reset"): ["ns/cm", "--reason", "restored"],
     ("kek", "rotate"): ["--to", "local"], ("kek", "status"): [], ("rekey",): [], ("run",): [],
 }  # fmt: skip
@@ -507,6 +508,7 @@ EXIT_CASES = {
     ("secret", "verify"): ExitCase(["ns/s", "k", "--json"], "is not JSON",
                                    ["ns/absent", "k"], "not found", stdin="{"),
     ("secret", "history"): ExitCase([], "required: NS/NAME", ["ns/absent"], "not found"),
+    ("secret", "rebind"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/absent"], "not found"),
     ("audit", "verify"): ExitCase(["--expect", "nonsense"], "SEQ:MAC",
                                   ["--expect", AHEAD], "behind the checkpoint"),
     ("audit", "tail"): ExitCase(["-n", "0"], "positive", [], "no store at ./strongroom.db",
