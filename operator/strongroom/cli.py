@@ -16,6 +16,7 @@ messages quote it: ``unrecognized arguments: --bogus pw=hunter2``).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from strongroom import validate, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
-from strongroom.config import KekSpec, Settings
+from strongroom.config import KekSpec, Settings, missing_default_store
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
 
 if TYPE_CHECKING:
@@ -73,9 +74,15 @@ def _say_json(doc: Any, **options: Any) -> None:
     print(validate.printable_json(json.dumps(doc, ensure_ascii=False, **options)))
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, create: bool = False) -> Settings:
+    """The settings of this run; without ``create``, a default store that is absent is an error
+    (:func:`strongroom.config.missing_default_store`), never a new empty database."""
     if args.database_url is not None and not args.database_url.strip():
         raise ConfigError("--database-url is empty: give a URL or leave the flag out")
+    if not create and args.database_url is None:
+        missing = missing_default_store(os.environ)
+        if missing is not None:
+            raise ConfigError(missing)
     kek = None
     if getattr(args, "kek", None):
         try:
@@ -120,7 +127,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from strongroom.store import create_store_engine, upgrade
 
-    engine = create_store_engine(_settings(args).database_url)
+    engine = create_store_engine(_settings(args, create=True).database_url)
     try:
         before, after = upgrade(engine)
     finally:
@@ -153,18 +160,40 @@ def _parse_assignments(args: argparse.Namespace) -> dict[str, Any]:
                 ) from None
         elif "=" in item:
             key, _, raw = item.partition("=")
-            data[key] = raw
+            data[key] = _not_empty(raw, key, f"{key}=", args.allow_empty)
         else:
             raise UsageError(f"assignment {number} is not KEY=VALUE or KEY:=JSON (not shown: "
                              "it may be a value)")  # fmt: skip
         if not key:
             raise UsageError(f"assignment {number} has an empty key")
+    stdin_for = None
     for item in args.from_file or []:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
             raise UsageError(f"--from-file {item!r} is not KEY=PATH")
-        data[key] = _read_text(path, key)
+        if path == "-":
+            if stdin_for is not None:
+                raise UsageError(f"--from-file {stdin_for}=- and {key}=-: standard input "
+                                 "holds one value")  # fmt: skip
+            stdin_for = key
+        source = "standard input" if path == "-" else f"file {path}"
+        data[key] = _not_empty(_read_text(path, key), key, source, args.allow_empty)
     return data
+
+
+def _not_empty(text: str, key: str, source: str, allowed: bool) -> str:
+    """``text``, unless it is empty (or line breaks only) and --allow-empty was not given.
+
+    An unset shell variable (``pw=$PW``, ``echo "$PW" | … --from-file pw=-``), a pipe whose
+    producer failed or an empty file would otherwise replace a secret with nothing, and the
+    Secret synced from it would follow. ``KEY:='""'`` is an empty string asked for in JSON and
+    is not checked.
+    """
+    if allowed or text.strip("\r\n"):
+        return text
+    what = "empty" if not text else "only line breaks"
+    raise UsageError(f"the value of {key} ({source}) is {what}; nothing was written (give "
+                     "--allow-empty to store it)")  # fmt: skip
 
 
 def _read_text(path: str, key: str) -> str:
@@ -378,8 +407,8 @@ def cmd_audit_checkpoint_reset(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if not reason:
         raise UsageError("--reason must say why the store's head is accepted")
-    published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
-    with _open(args) as room:
+    with _open(args) as room:  # first: a store that cannot be opened is the error to report
+        published, malformed = _kube_call(lambda core: read_published(core, ref), ref)
         old = published.checkpoint if published is not None else None
         if malformed:
             was = "malformed"
@@ -501,9 +530,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
             "the flags below override them."
         ),
         epilog=(
-            "environment: STRONGROOM_DATABASE_URL (default sqlite:///strongroom.db), "
+            "environment: STRONGROOM_DATABASE_URL (default sqlite:///strongroom.db, which "
+            "must exist: only 'db upgrade' creates it), "
             "STRONGROOM_KEK (local | awskms:<key> | vault:<transit key>), "
-            "STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE (64 hex characters)"
+            "STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE (64 hex characters). "
+            "Exit status: 0 done, 1 failed, 2 bad usage (one line on stderr)."
         ),
     )
     parser.add_argument("--database-url", help="SQLAlchemy URL of the store")
@@ -517,7 +548,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
 
     db = sub.add_parser("db", help="manage the database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
-    db_up = db_sub.add_parser("upgrade", help="run migrations up to the latest schema")
+    db_up = db_sub.add_parser(
+        "upgrade",
+        help="run migrations up to the latest schema",
+        description=(
+            "Create the store or migrate its schema to the latest. With "
+            "STRONGROOM_DATABASE_URL unset, this is the one command that creates "
+            "./strongroom.db: the others stop with an error rather than start a new, empty "
+            "store."
+        ),
+    )
     db_up.set_defaults(handler=cmd_db_upgrade)
 
     secret = sub.add_parser("secret", help="set, read, list, verify and delete secrets")
@@ -530,7 +570,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
             "Write a new version of NS/NAME. KEY=VALUE stores a string, KEY:=JSON a JSON "
             "value. Keys not named keep their current values unless --replace is given. "
             "Values on the command line land in shell history: prefer --from-file KEY=PATH "
-            "or --from-file KEY=- (standard input)."
+            "or --from-file KEY=- (standard input). An empty value (KEY=, an empty file or "
+            "standard input, or line breaks only) is refused unless --allow-empty: it is "
+            "most often an unset shell variable or a failed pipe. KEY:='\"\"' stores an empty "
+            "string on purpose."
         ),
     )
     s_set.add_argument("ref", metavar="NS/NAME")
@@ -539,13 +582,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         "--from-file",
         action="append",
         metavar="KEY=PATH",
-        help="read KEY's value from a UTF-8 file ('-' for standard input)",
+        help="read KEY's value from a UTF-8 file ('-' for standard input, one key only)",
     )
     s_set.add_argument("--unset", action="append", metavar="KEY", help="remove KEY")
     s_set.add_argument(
         "--replace", action="store_true", help="the new version holds only the keys given"
     )
     s_set.add_argument("--description", help="a note about the secret (not encrypted)")
+    s_set.add_argument("--allow-empty", action="store_true",
+                       help="store a value that is empty or only line breaks (KEY=, an empty "
+                            "file or empty standard input); refused otherwise (exit 2)")  # fmt: skip
     s_set.set_defaults(handler=cmd_secret_set)
 
     s_get = s_sub.add_parser(
@@ -713,11 +759,16 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         from strongroom.operator.run import run
+        from strongroom.operator.runtime import load_kube_config
     except ImportError:
         raise ConfigError(
             "the operator needs its extras: pip install 'strongroom[operator]'"
         ) from None
-    run(_settings(args), namespaces=list(args.namespace or []), liveness=args.liveness,
+    settings = _settings(args)
+    # No kubeconfig is one line and exit 1 here: inside kopf it is a failed startup activity
+    # after which the process neither works nor exits.
+    load_kube_config(1, 30.0).close()
+    run(settings, namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
         metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint,
         trust_namespace_names=args.trust_namespace_names)  # fmt: skip
@@ -818,7 +869,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a full disk or a closed pipe fails here, not at interpreter exit
+        return code
     except UsageError as exc:
         _say("strongroom: error: ", exc, file=sys.stderr)
         return 2
@@ -831,14 +884,26 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback, no values
-        if os.environ.get("STRONGROOM_DEBUG"):
-            traceback.print_exc()
-        print(
-            f"strongroom: internal error ({type(exc).__name__}); "
-            "set STRONGROOM_DEBUG=1 for a traceback",
-            file=sys.stderr,
-        )
+        return _unexpected(exc)
+
+
+_DEVICE_FULL_OR_FAILING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def _unexpected(exc: Exception) -> int:
+    """Exit 1 for an exception no layer translated: a full or failing device (the output
+    written to a full disk) in its own words, anything else as an internal error."""
+    if isinstance(exc, OSError) and exc.errno in _DEVICE_FULL_OR_FAILING:
+        _say("strongroom: error: ", os.strerror(exc.errno), file=sys.stderr)
         return 1
+    if os.environ.get("STRONGROOM_DEBUG"):
+        traceback.print_exception(exc)
+    print(
+        f"strongroom: internal error ({type(exc).__name__}); "
+        "set STRONGROOM_DEBUG=1 for a traceback",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

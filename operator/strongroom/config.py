@@ -17,6 +17,7 @@ import socket
 import stat
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,7 +25,8 @@ from strongroom.errors import ConfigError
 
 T = TypeVar("T")
 
-DEFAULT_DATABASE_URL = "sqlite:///strongroom.db"
+DEFAULT_DATABASE_FILE = "strongroom.db"
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_DATABASE_FILE}"
 MASTER_KEY_HEX_LENGTH = 64
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -363,6 +365,23 @@ def _database_url(env: Mapping[str, str]) -> str:
             f"it for the default {DEFAULT_DATABASE_URL}"
         )
     return raw.strip()
+
+
+def missing_default_store(env: Mapping[str, str]) -> str | None:
+    """Why the default store cannot be used, or None: no URL is set and ./strongroom.db is absent.
+
+    Opening it would create a new, empty database in the working directory: a command run
+    from the wrong directory, or in a shell that lost its STRONGROOM_DATABASE_URL, would then
+    read "not found" and write secrets nobody else sees. Only a command asked to create the
+    store (``strongroom db upgrade``) may start one there. An explicit URL naming a file that
+    does not exist yet is still created: it was asked for.
+    """
+    if env.get("STRONGROOM_DATABASE_URL") is not None or Path(DEFAULT_DATABASE_FILE).exists():
+        return None
+    return (
+        f"no store at ./{DEFAULT_DATABASE_FILE}; set STRONGROOM_DATABASE_URL or run "
+        "strongroom db upgrade"
+    )
 
 
 def _master_key(env: Mapping[str, str]) -> bytes | None:

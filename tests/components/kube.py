@@ -381,7 +381,8 @@ class KubeCluster:
         token = self.service_account_token(ns, "probe")
         body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
                 "metadata": {"generateName": "probe-"},
-                "spec": {"target": {"name": "probe", "creationPolicy": "Merge"}}}  # fmt: skip
+                "spec": {"target": {"name": "probe", "creationPolicy": "Merge"},
+                         "data": [{"key": "k"}]}}  # fmt: skip
         path = f"/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets?dryRun=All"
 
         def refused_by_policy() -> bool:

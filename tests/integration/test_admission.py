@@ -7,23 +7,28 @@ Two layers, both shipped in crds/ (and the chart's crds/):
   a ServiceAccount holding exactly the rights of the case (a Role, often with resourceNames, plus
   what every author needs on managedsecrets), once with the right and once without it.
 - The CRD's CEL rules (crds/managedsecrets.yaml): no token Secret types, no reserved label or
-  annotation prefixes, durations in one format with floors and a length bound.
+  annotation prefixes, durations in one format with floors and a length bound, something to
+  sync, and mistakes reported together rather than one hidden behind another.
 
 The admin token (system:masters) passes the policy, so the CRD rule tests use it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.error
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.components.base import wait_until
 from tests.components.kube import KubeCluster
 
+REPO = Path(__file__).resolve().parents[2]
 MSECS = "/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets"
 POLICY = "strongroom-managedsecret-authors"
 
@@ -97,10 +102,14 @@ def outcome(call: Any) -> tuple[int, str, str]:
     return 200, "", ""
 
 
-def create(kube: KubeCluster, ns: str, spec: dict[str, Any], *, name: str = "msec",
+def create(kube: KubeCluster, ns: str, spec: dict[str, Any] | None, *, name: str = "msec",
            token: str | None = None) -> tuple[int, str, str]:  # fmt: skip
+    """POST a ManagedSecret; a spec without ``data`` gets one key without a source (the CRD
+    wants one at least), None posts none."""
     body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
-            "metadata": {"name": name}, "spec": spec}  # fmt: skip
+            "metadata": {"name": name}}  # fmt: skip
+    if spec is not None:
+        body["spec"] = {"data": [{"key": "k"}], **spec}
     return outcome(lambda: kube.request("POST", MSECS.format(ns=ns), body, token=token))
 
 
@@ -419,3 +428,119 @@ def test_keys_kubernetes_keeps_for_itself_are_refused(kube: KubeCluster, ns: str
 @pytest.mark.parametrize("key", [".env", "a..b", "tls.crt", ".x."])
 def test_dotted_keys_kubernetes_allows_are_accepted(kube: KubeCluster, ns: str, key: str) -> None:
     assert create(kube, ns, {"data": [{"key": key}]}) == (200, "", "")
+
+
+# -- nothing to sync, and every mistake at once (issue 15, item 4) ----------------------------
+
+NOTHING_TO_SYNC = "spec.data must name one key or more: without one there is nothing to sync"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(None, "spec: Required value: a ManagedSecret needs a spec whose data names "
+                     "one key or more", id="no-spec"),
+        pytest.param({}, NOTHING_TO_SYNC, id="empty-spec"),
+        pytest.param({"data": []}, NOTHING_TO_SYNC, id="empty-data"),
+        pytest.param({"target": {"name": "app"}, "refreshInterval": "5m"}, NOTHING_TO_SYNC,
+                     id="target-only"),
+    ],
+)  # fmt: skip
+def test_a_spec_with_nothing_to_sync_is_refused(
+    kube: KubeCluster, ns: str, spec: dict[str, Any] | None, expected: str
+) -> None:
+    """Before: ``spec: {}`` was accepted and the operator had nothing to do, silently."""
+    body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": "empty"}, **({} if spec is None else {"spec": spec})}  # fmt: skip
+    code, _, message = outcome(lambda: kube.request("POST", MSECS.format(ns=ns), body))
+    assert code == 422, message
+    assert expected in message, message
+
+
+def test_one_key_set_out_of_band_is_something_to_sync(kube: KubeCluster, ns: str) -> None:
+    assert create(kube, ns, {"data": [{"key": "username"}]}) == (200, "", "")
+
+
+TWO_SOURCES = {"key": "pw", "generate": {}, "fromSecret": {"name": "legacy", "key": "pw"}}
+ONE_SOURCE_ONLY = "spec.data[0]: Invalid value: a key takes at most one source"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "expected"),
+    [
+        pytest.param({"refreshPolicy": "Sometimes"}, 'spec.refreshPolicy: Invalid value: '
+                     '"Sometimes": refreshPolicy must be Periodic, OnChange or CreatedOnce',
+                     id="refreshPolicy"),
+        pytest.param({"target": {"creationPolicy": "Steal"}},
+                     "creationPolicy must be Owner, Orphan or Merge", id="creationPolicy"),
+        pytest.param({"target": {"deletionPolicy": "Shred"}},
+                     "deletionPolicy must be Retain or Delete", id="deletionPolicy"),
+        pytest.param({"data": [{"key": "b", "generate": {"charset": "emoji"}}]},
+                     "spec.data[1].generate.charset: Invalid value: \"emoji\": charset must be "
+                     "alphanumeric, hex, base64url or ascii", id="charset"),
+        pytest.param({"data": [{"key": "b", "fromSecret": {"name": "legacy"}}]},
+                     "spec.data[1].fromSecret: Invalid value: fromSecret needs the source "
+                     "Secret's name and key", id="fromSecret-without-key"),
+        pytest.param({"rolloutRestart": [{"kind": "CronJob", "name": "nightly"}]},
+                     "kind must be Deployment, StatefulSet or DaemonSet", id="workload-kind"),
+        pytest.param({"rolloutRestart": [{"name": "web"}]},
+                     "a rolloutRestart entry needs the workload's kind and name",
+                     id="workload-without-kind"),
+        pytest.param({"refreshInterval": "soon"}, "spec.refreshInterval: Invalid value: "
+                     "\"soon\": must be a duration such as 90s, 15m, 1h30m or 7d", id="duration"),
+        pytest.param({"data": [{"key": "bad key"}]}, "spec.data[1].key", id="key-pattern"),
+    ],
+)  # fmt: skip
+def test_two_sources_are_reported_together_with_another_mistake(
+    kube: KubeCluster, ns: str, mistake: dict[str, Any], expected: str
+) -> None:
+    """Before: an enum or a ``required`` broken anywhere made the apiserver skip every CEL rule
+    ("some validation rules were not checked"), the two-sources rule among them: the second
+    mistake surfaced only after the first was fixed."""
+    spec = {**mistake, "data": [TWO_SOURCES, *mistake.get("data", [])]}
+    code, _, message = create(kube, ns, spec)
+    assert code == 422, message
+    assert ONE_SOURCE_ONLY in message, message
+    assert expected in message, message
+    assert "some validation rules were not checked" not in message, message
+
+
+def test_a_managedsecret_stored_before_the_rule_can_still_be_updated_and_released(
+    kube: KubeCluster, ns: str
+) -> None:
+    """Objects stored without a spec, or with ``spec: {}``, before the nothing-to-sync rule
+    existed still take a status, a label and the removal of their finalizer (the operator's
+    writes), so their deletion is never stuck on the rule."""
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    current = yaml.safe_load((REPO / "crds" / "managedsecrets.yaml").read_text())
+    older = copy.deepcopy(current)
+    schema = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["x-kubernetes-validations"] = [r for r in schema["x-kubernetes-validations"]
+                                          if "oldSelf" not in r["rule"]]  # fmt: skip
+    del schema["properties"]["spec"]["x-kubernetes-validations"]
+    probe = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+             "metadata": {"generateName": "probe-"}, "spec": {}}  # fmt: skip
+    dry_run = MSECS.format(ns=ns) + "?dryRun=All"
+
+    def empty_spec_accepted() -> bool:
+        return outcome(lambda: kube.request("POST", dry_run, probe))[0] != 422
+
+    kube.create_or_replace(crds, older)
+    try:
+        wait_until(empty_spec_accepted, timeout=30, what="the CRD without the rule in effect")
+        for name, spec in (("no-spec", None), ("empty-spec", {})):
+            body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+                    "metadata": {"name": name, "finalizers": ["strongroom.io/finalizer"]},
+                    **({} if spec is None else {"spec": spec})}  # fmt: skip
+            kube.request("POST", MSECS.format(ns=ns), body)
+    finally:
+        kube.create_or_replace(crds, current)
+    wait_until(lambda: not empty_spec_accepted(), timeout=30, what="the rule in effect")
+    for name in ("no-spec", "empty-spec"):
+        path = f"{MSECS.format(ns=ns)}/{name}"
+        merge = "application/merge-patch+json"
+        kube.request("PATCH", f"{path}/status", {"status": {"version": 1}}, content_type=merge)
+        kube.request("PATCH", path, {"metadata": {"labels": {"team": "a"}}}, content_type=merge)
+        kube.request("DELETE", path)
+        kube.request("PATCH", path, {"metadata": {"finalizers": None}}, content_type=merge)
+        assert outcome(lambda p=path: kube.request("GET", p))[0] == 404  # type: ignore[misc]

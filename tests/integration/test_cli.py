@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -367,3 +369,222 @@ def test_a_missing_audit_head_row_is_a_clear_error(env: dict[str, str], tmp_path
     verify = run(env, "audit", "verify")
     assert verify.returncode == 1
     assert "the chain head row is missing" in verify.stderr
+
+
+# --- no silent surprises (issue 15, item 3) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "source"),
+    [
+        pytest.param(["pw="], "", "(pw=) is empty", id="literal"),
+        pytest.param(["--from-file", "pw=-"], "", "(standard input) is empty", id="empty-stdin"),
+        pytest.param(["--from-file", "pw=-"], "\n", "(standard input) is only line breaks",
+                     id="newline-on-stdin"),
+        pytest.param(["--from-file", "pw={empty}"], "", "/empty) is empty", id="empty-file"),
+    ],
+)  # fmt: skip
+def test_an_empty_value_is_refused_unless_allow_empty(
+    env: dict[str, str], tmp_path: Path, args: list[str], stdin: str, source: str
+) -> None:
+    """Before: ``echo "$UNSET" | strongroom secret set … --from-file pw=-`` stored "\\n" and the
+    synced Secret followed, without a word."""
+    (tmp_path / "empty").write_bytes(b"")
+    args = [a.format(empty=tmp_path / "empty") for a in args]
+    ok(env, "secret", "set", "ns/s", "pw=old")
+    refused = run(env, "secret", "set", "ns/s", *args, stdin=stdin)
+    assert refused.returncode == 2
+    assert "the value of pw (" in refused.stderr
+    assert source in refused.stderr
+    assert "--allow-empty" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert ok(env, "secret", "get", "ns/s", "pw") == "old"
+    ok(env, "secret", "set", "ns/s", *args, "--allow-empty", stdin=stdin)
+    assert ok(env, "secret", "get", "ns/s", "pw") == stdin
+
+
+def test_an_empty_json_string_is_stored_as_asked(env: dict[str, str]) -> None:
+    ok(env, "secret", "set", "ns/s", 'pw:=""')
+    assert json.loads(ok(env, "secret", "get", "ns/s", "--json"))["data"] == {"pw": ""}
+
+
+def test_standard_input_feeds_one_key_only(env: dict[str, str]) -> None:
+    """Before: the second ``KEY=-`` read an exhausted stdin and stored an empty value."""
+    result = run(env, "secret", "set", "ns/s", "--from-file", "a=-", "--from-file", "b=-",
+                 stdin="x")  # fmt: skip
+    assert result.returncode == 2
+    assert "standard input holds one value" in result.stderr
+    assert "no secrets" in run(env, "secret", "list").stderr
+
+
+def leaf_commands() -> set[tuple[str, ...]]:
+    """Every command the parser runs (those with a handler), as their words."""
+    from strongroom.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+        found = {prefix} if parser.get_default("handler") else set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found |= walk(child, (*prefix, name))
+        return found
+
+    return walk(build_parser(), ())
+
+
+# A valid invocation of each command that opens the store.
+STORE_COMMANDS = {
+    ("secret", "set"): ["ns/s", "k=v"], ("secret", "get"): ["ns/s"], ("secret", "list"): [],
+    ("secret", "delete"): ["ns/s"], ("secret", "verify"): ["ns/s", "k"],
+    ("secret", "history"): ["ns/s"], ("secret", "rebind"): ["ns/s"], ("audit", "verify"): [],
+    ("audit", "tail"): [],
+    ("audit", "checkpoint", "reset"): ["ns/cm", "--reason", "restored"],
+    ("kek", "rotate"): ["--to", "local"], ("kek", "status"): [], ("rekey",): [], ("run",): [],
+}  # fmt: skip
+CREATE_STORE = {("db", "upgrade")}
+NO_STORE = {("keygen",)}
+
+
+@pytest.mark.parametrize("command", sorted(STORE_COMMANDS), ids=" ".join)
+def test_without_a_database_url_a_missing_default_store_is_an_error_not_a_new_one(
+    env: dict[str, str], tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Before: any command run outside the store's directory created ./strongroom.db and read
+    "not found" from it (or wrote a secret nobody else would see)."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    del env["STRONGROOM_DATABASE_URL"]
+    env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
+    result = run(env, *command, *STORE_COMMANDS[command], stdin="v", cwd=work)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "strongroom: error: no store at ./strongroom.db; set STRONGROOM_DATABASE_URL or run "
+        "strongroom db upgrade\n"
+    )
+    assert list(work.iterdir()) == []
+
+
+def test_db_upgrade_creates_the_default_store_which_then_serves(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    work = tmp_path / "here"
+    work.mkdir()
+    del env["STRONGROOM_DATABASE_URL"]
+    assert "upgraded from empty" in run(env, "db", "upgrade", cwd=work).stdout
+    assert stat.S_IMODE((work / "strongroom.db").stat().st_mode) == 0o600
+    assert run(env, "secret", "set", "ns/s", "k=v", cwd=work).returncode == 0
+    assert run(env, "secret", "get", "ns/s", "k", cwd=work).stdout == "v"
+
+
+def test_every_command_is_in_the_missing_store_table() -> None:
+    assert leaf_commands() == set(STORE_COMMANDS) | CREATE_STORE | NO_STORE
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitCase:
+    """One usage error (exit 2) and one failure (exit 1) of a command, with what each says."""
+
+    usage: list[str]
+    usage_says: str
+    failure: list[str]
+    failure_says: str
+    failure_env: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    stdin: str = ""
+    output_to_full_disk: bool = False
+
+
+AHEAD = "999:" + "ab" * 32
+GARBAGE_DB = {"STRONGROOM_DATABASE_URL": "sqlite:///{tmp}/garbage.db"}
+NO_KUBECONFIG = {"KUBECONFIG": "{tmp}/no-kubeconfig"}
+EXIT_CASES = {
+    ("keygen",): ExitCase(["--out"], "expected one argument",
+                          [], "No space left on device", output_to_full_disk=True),
+    ("db", "upgrade"): ExitCase(["now"], "1 unexpected argument",
+                                [], "file is not a database", GARBAGE_DB),
+    ("secret", "set"): ExitCase(["ns/s", "novalue"], "KEY=VALUE", ["NS/s", "k=v"], "lowercase"),
+    ("secret", "get"): ExitCase(["no-slash"], "NAMESPACE/NAME", ["ns/absent"], "not found"),
+    ("secret", "list"): ExitCase(["a", "b"], "1 unexpected argument", ["NS"], "lowercase"),
+    ("secret", "delete"): ExitCase([], "required: NS/NAME", ["ns/absent"], "not found"),
+    ("secret", "verify"): ExitCase(["ns/s", "k", "--json"], "is not JSON",
+                                   ["ns/absent", "k"], "not found", stdin="{"),
+    ("secret", "history"): ExitCase([], "required: NS/NAME", ["ns/absent"], "not found"),
+    ("secret", "rebind"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/absent"], "not found"),
+    ("audit", "verify"): ExitCase(["--expect", "nonsense"], "SEQ:MAC",
+                                  ["--expect", AHEAD], "behind the checkpoint"),
+    ("audit", "tail"): ExitCase(["-n", "0"], "positive", [], "no store at ./strongroom.db",
+                                {"STRONGROOM_DATABASE_URL": None}),
+    ("audit", "checkpoint", "reset"): ExitCase(["ns/cm"], "required: --reason",
+                                               ["ns/cm", "--reason", "restored a backup"],
+                                               "no Kubernetes access", NO_KUBECONFIG),
+    ("kek", "rotate"): ExitCase(["--to", "nope"], "--to:",
+                                ["--to", "vault:x"], "needs VAULT_ADDR", {"VAULT_ADDR": None}),
+    ("kek", "status"): ExitCase(["extra"], "1 unexpected argument",
+                                [], "file is not a database", GARBAGE_DB),
+    ("rekey",): ExitCase(["--batch", "0"], "positive", [], "wrong STRONGROOM_MASTER_KEY",
+                         {"STRONGROOM_MASTER_KEY": "4d" * 32}),
+    ("run",): ExitCase(["-n", "a", "-A"], "not allowed with", [], "no Kubernetes access",
+                       NO_KUBECONFIG),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding ns/s (k=v), made once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("seeded") / "cli.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_DATABASE_URL=f"sqlite:///{path}", STRONGROOM_MASTER_KEY=KEY)
+    ok(env, "secret", "set", "ns/s", "k=v")
+    return path
+
+
+@pytest.mark.parametrize("command", sorted(EXIT_CASES), ids=" ".join)
+def test_every_command_exits_2_for_bad_usage_and_1_for_a_failure(
+    env: dict[str, str], tmp_path: Path, seeded: Path, command: tuple[str, ...]
+) -> None:
+    """The README's convention, command by command, through the installed console script.
+
+    Before: ``strongroom run`` without a kubeconfig never exited (kopf's startup failed and the
+    process hung), and ``keygen`` onto a full disk was an "internal error"."""
+    case = EXIT_CASES[command]
+    shutil.copy(seeded, tmp_path / "cli.db")
+    (tmp_path / "garbage.db").write_bytes(b"not a database, " * 16)
+    env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
+    work = tmp_path / "cwd"
+    work.mkdir()
+
+    usage = run(env, *command, *case.usage, stdin=case.stdin, cwd=work)
+    assert (usage.returncode, usage.stdout) == (2, "")
+    assert case.usage_says in usage.stderr.splitlines()[-1]
+
+    for name, value in case.failure_env.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value.format(tmp=tmp_path)
+    if case.output_to_full_disk:
+        with open("/dev/full", "w") as full:  # noqa: PTH123 - a device, not a path to build
+            failure = subprocess.run([STRONGROOM, *command, *case.failure], env=env, stdout=full,
+                                     stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                                     cwd=work)  # fmt: skip
+    else:
+        failure = run(env, *command, *case.failure, stdin=case.stdin, cwd=work)
+    assert failure.returncode == 1, failure.stderr
+    assert failure.stderr.count("\n") == 1, failure.stderr
+    assert failure.stderr.startswith("strongroom: ")
+    assert case.failure_says in failure.stderr
+    assert "Traceback" not in usage.stderr + failure.stderr
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("group", [[], ["db"], ["secret"], ["audit"], ["audit", "checkpoint"],
+                                   ["kek"]], ids=lambda g: " ".join(g) or "top")  # fmt: skip
+def test_a_command_group_without_its_command_is_bad_usage(
+    env: dict[str, str], group: list[str]
+) -> None:
+    result = run(env, *group)
+    assert result.returncode == 2
+    assert "required: COMMAND" in result.stderr
+
+
+def test_every_command_is_in_the_exit_code_table() -> None:
+    assert leaf_commands() == set(EXIT_CASES)
