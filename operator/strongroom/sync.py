@@ -43,6 +43,7 @@ from strongroom.metrics import SECRET_WRITES
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, OWNER_UID_ANNOTATION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
+from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
 __all__ = [
     "FINALIZER", "GROUP", "HMAC_ANNOTATION", "HMAC_SECRET", "KIND", "MANAGED_BY",
@@ -56,8 +57,6 @@ VERSION = "v1alpha1"
 PLURAL = "managedsecrets"
 KIND = "ManagedSecret"
 
-HMAC_ANNOTATION = "strongroom.io/data-hmac"
-KEYS_ANNOTATION = "strongroom.io/managed-keys"
 FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
@@ -427,12 +426,14 @@ class Syncer:
         name, uid = meta["name"], meta.get("uid", "")
         merge = spec.creation_policy == "Merge"
         first_sync = not (body.get("status") or {}).get("version")
+        wanted = Wanted.of(name, uid, wanted_hmac, labels=spec.labels,
+                           annotations=spec.annotations, owner=spec.creation_policy == "Owner")  # fmt: skip
         if first_sync and not merge:
             # A new object's Secret usually does not exist yet: try to create it straight away
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
                 self.writes.create_secret(
-                    namespace, self._new_secret(spec, meta, namespace, desired, wanted_hmac)
+                    namespace, self._new_secret(spec, meta, namespace, desired, wanted)
                 )
                 SECRET_WRITES.labels("create").inc()
                 return True, False
@@ -441,7 +442,8 @@ class Syncer:
                     raise
         existing = self._read_secret(namespace, spec.target_name)
         existing_meta: dict[str, Any] = (existing or {}).get("metadata") or {}
-        ours = existing is not None and policy.owns(existing_meta, uid)
+        actual_type = existing.get("type") if existing is not None else None
+        ours = existing is not None and policy.owns(existing_meta, uid, actual_type)
         if merge:
             if existing is None:
                 return Result(False, Reason.MERGE_TARGET_MISSING,
@@ -452,11 +454,8 @@ class Syncer:
             if refusal is not None:
                 return Result(False, Reason.MERGE_NOT_ALLOWED, clip(refusal), retry=True)
         elif existing is not None and not ours:
-            return Result(False, Reason.TARGET_CONFLICT,
-                          f"Secret {spec.target_name} exists and does not belong to this "
-                          "ManagedSecret (no ownerReference or strongroom.io/owner-uid naming "
-                          "it); delete it, or merge into it with its consent "
-                          "(creationPolicy Merge)", retry=True)  # fmt: skip
+            refusal = policy.target_refusal(existing_meta, actual_type, name, uid)
+            return Result(False, Reason.TARGET_CONFLICT, clip(refusal or ""), retry=True)
 
         actual_data = dict((existing or {}).get("data") or {})
         annotations = dict(existing_meta.get("annotations") or {})
@@ -469,7 +468,6 @@ class Syncer:
             added = (previous_keys & set(desired)) | (set(desired) - set(actual_data))
         else:
             actual_view, stale, added = actual_data, set(), set()
-        actual_type = existing.get("type") if existing is not None else None
         actual_hmac = self._hmac(body, actual_type or spec.target_type, actual_view)
         same_data = (
             existing is not None
@@ -477,17 +475,10 @@ class Syncer:
             and (merge or actual_type == spec.target_type)
             and not stale
         )
-        labels = dict(existing_meta.get("labels") or {})
-        want_labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: name}
-        want_annotations = {**spec.annotations, HMAC_ANNOTATION: wanted_hmac}
         if merge:
-            want_annotations[KEYS_ANNOTATION] = ",".join(sorted(added))
-        else:
-            want_annotations[OWNER_UID_ANNOTATION] = uid
-        meta_ok = all(labels.get(k) == v for k, v in want_labels.items()) and all(
-            annotations.get(k) == v for k, v in want_annotations.items()
-        )
-        if same_data and meta_ok:
+            wanted = Wanted.of(name, uid, wanted_hmac, labels=spec.labels,
+                               annotations=spec.annotations, merged_keys=",".join(sorted(added)))  # fmt: skip
+        if same_data and wanted.met_by(existing_meta):
             return False, False
 
         if merge:
@@ -495,15 +486,15 @@ class Syncer:
             merged = {k: v for k, v in actual_data.items() if k not in stale}
             merged.update(desired)
             existing["data"] = merged
-            existing_meta["labels"] = {**labels, **want_labels}
-            existing_meta["annotations"] = {**annotations, **want_annotations}
+            existing_meta["labels"] = {**(existing_meta.get("labels") or {}), **wanted.labels}
+            existing_meta["annotations"] = {**annotations, **wanted.annotations}
             existing["metadata"] = existing_meta  # resourceVersion kept: no lost update
             discard(self.core.replace_namespaced_secret(spec.target_name, namespace, existing,
                                                         _preload_content=False))  # fmt: skip
             SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
-        new_body = self._new_secret(spec, meta, namespace, desired, wanted_hmac)
+        new_body = self._new_secret(spec, meta, namespace, desired, wanted)
         if existing is None:
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("create").inc()
@@ -522,28 +513,20 @@ class Syncer:
 
     def _new_secret(
         self, spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
-        wanted_hmac: str,
+        wanted: Wanted,
     ) -> dict[str, Any]:  # fmt: skip
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {
-                "name": spec.target_name,
-                "namespace": namespace,
-                "labels": {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: meta["name"]},
-                "annotations": {**spec.annotations, HMAC_ANNOTATION: wanted_hmac,
-                                OWNER_UID_ANNOTATION: meta["uid"]},
-            },
+            "metadata": {"name": spec.target_name, "namespace": namespace,
+                         "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
             "type": spec.target_type,
             "data": desired,
         }
         if spec.immutable:
             body["immutable"] = True
-        if spec.creation_policy == "Owner":
-            body["metadata"]["ownerReferences"] = [{
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
-                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }]  # fmt: skip
+        if wanted.owner_uid is not None:
+            body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
         return body
 
     # -- deletion ---------------------------------------------------------------------------
@@ -596,7 +579,7 @@ class Syncer:
         meta: dict[str, Any] = existing.get("metadata") or {}
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
-        if policy.owns(meta, uid):
+        if policy.owns(meta, uid, existing.get("type")):
             if deletion_policy == "Delete":
                 self._delete_secret(namespace, secret_name)
                 return f"Secret {secret_name} deleted"

@@ -13,7 +13,8 @@
   PostgreSQL alike);
 - a **Secret watch**: watches only Secrets labelled ``strongroom.io/managed-by=strongroom``
   (a server-side label selector: the operator never receives, let alone caches, other
-  Secrets) and repairs edits and deletions at once;
+  Secrets) and repairs edits (data, labels, annotations, ownership:
+  :mod:`strongroom.operator.secretwatch`) and deletions at once;
 - an **event recorder** (:mod:`strongroom.operator.events`): reconciles queue their Events,
   one thread posts them once reconciles pause;
 - with ``--leader-elect``, a **Lease** (:mod:`strongroom.operator.leader`): nothing of the
@@ -63,22 +64,20 @@ from strongroom.metrics import (
 from strongroom.operator.checkpoint import CheckpointKeeper, CheckpointRef
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
+from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
 from strongroom.sync import (
     FINALIZER,
     GROUP,
-    HMAC_ANNOTATION,
     KIND,
     MANAGED_BY,
     MANAGED_BY_VALUE,
-    OWNER_LABEL,
     PLURAL,
     REFUSED_WRITES,
     VERSION,
     Reason,
     Result,
     Syncer,
-    data_hmac,
     load_hmac_key,
     status_patch,
 )
@@ -102,10 +101,10 @@ class Tracked:
     version: int | None = None
     data_hmac: str | None = None
     target: str | None = None
-    target_type: str = "Opaque"
     uid: str = ""
     failures: int = 0
     oldest_generated: str | None = None
+    shape: Shape | None = None  # what the Secret carries beyond its data, as last synced
 
 
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
@@ -495,7 +494,7 @@ class Runtime:
             tracked.data_hmac = result.data_hmac
             spec = body.get("spec") or {}
             tracked.target = (spec.get("target") or {}).get("name") or name
-            tracked.target_type = (spec.get("target") or {}).get("type") or "Opaque"
+            tracked.shape = Shape.of(spec)
             tracked.uid = body["metadata"].get("uid", "")
         else:
             self.syncer.audit_failure(namespace, name, result)
@@ -622,22 +621,20 @@ class Runtime:
 
     def _secret_changed(self, kind: str, secret: Mapping[str, Any]) -> None:
         meta = secret.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
-        if not owner:
-            return
-        key = (meta.get("namespace", ""), owner)
-        tracked = self.tracked.get(key)
-        if tracked is None or tracked.target != meta.get("name"):
+        for owner in owner_candidates(meta):
+            key = (meta.get("namespace", ""), owner)
+            tracked = self.tracked.get(key)
+            if tracked is not None and tracked.target == meta.get("name"):
+                break
+        else:
             return
         key_bytes = self.syncer.hmac_key_if_loaded() if self.syncer is not None else None
-        if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
-            actual = data_hmac(key_bytes, namespace=key[0], name=key[1], uid=tracked.uid,
-                               secret_type=secret.get("type") or "Opaque",
-                               data=secret.get("data") or {})  # fmt: skip
-            if actual == tracked.data_hmac and (
-                (meta.get("annotations") or {}).get(HMAC_ANNOTATION) == tracked.data_hmac
-            ):
-                return  # our own write, or a change that left the data as it should be
+        if (kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None
+                and tracked.shape is not None
+                and unchanged(secret, hmac_key=key_bytes, namespace=key[0], name=key[1],
+                              uid=tracked.uid, written_hmac=tracked.data_hmac,
+                              shape=tracked.shape)):  # fmt: skip
+            return  # our own write, or a change that left everything of ours as it should be
         log.info("%s/%s: Secret %s was %s; repairing", key[0], key[1], meta.get("name"),
                  "deleted" if kind == "DELETED" else "changed")  # fmt: skip
         self.schedule_threadsafe(key)
