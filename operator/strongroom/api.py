@@ -767,6 +767,14 @@ class Strongroom:
         with self.engine.connect() as conn:
             return repo.audit_tail(conn, count)
 
+    def audit_recorded(self, action: str, namespace: str, name: str, *,
+                       since: datetime) -> AuditEvent | None:  # fmt: skip
+        """The newest ``action`` event on ``namespace``/``name`` since ``since``, if one is among
+        the last 10 000 events: whether something done once was recorded already."""
+        with self.engine.connect() as conn:
+            return repo.audit_find_recent(conn, action=action, namespace=namespace, name=name,
+                                          since=since, window=10_000)  # fmt: skip
+
     def audit_events(self) -> Iterator[AuditEvent]:
         with self.engine.connect() as conn:
             yield from repo.iter_audit(conn)
