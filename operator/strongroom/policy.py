@@ -9,7 +9,10 @@ authors, the chart's fence for the operator's own identity) are absent:
 - **Ownership.** A Secret is the operator's to write or delete only when it names this
   ManagedSecret's UID: the controller ownerReference (creationPolicy Owner) or the
   ``strongroom.io/owner-uid`` annotation (every Secret the operator creates). The labels are
-  not proof: anyone who may label a Secret could claim it for another ManagedSecret.
+  not proof (they name the ManagedSecret, and a name is reused by the next object of that
+  name), nor is their absence disproof: a Secret whose labels were removed but that still
+  names the UID is repaired, labels included. Only someone who may create or update the Secret
+  can put the UID there, and they could write it themselves; a token is nobody's.
 - **Merge consent.** Keys are merged into a Secret Strongroom does not own only when that
   Secret carries ``strongroom.io/merge-from: <ManagedSecret name>``: whoever may annotate it
   may write it, and so consents (Sealed Secrets' rule: overwrite only what it owns or what
@@ -121,13 +124,40 @@ def check_metadata_keys(field: str, keys: Iterable[str], *, labels: bool = False
 # -- ownership and consent --------------------------------------------------------------------
 
 
-def owns(metadata: Mapping[str, Any], uid: str) -> bool:
-    """Whether a Secret's metadata names the ManagedSecret of ``uid`` as its owner."""
-    if not uid:
+def controller_reference(ref: Mapping[str, Any]) -> bool:
+    """An ownerReference that makes a ManagedSecret the controller of the object."""
+    return (ref.get("kind") == "ManagedSecret" and bool(ref.get("controller"))
+            and str(ref.get("apiVersion", "")).startswith("strongroom.io/"))  # fmt: skip
+
+
+def owns(metadata: Mapping[str, Any], uid: str, secret_type: str | None = None) -> bool:
+    """Whether a Secret names the ManagedSecret of ``uid`` as its owner, labels or not.
+
+    Its UID in the ``strongroom.io/owner-uid`` annotation or in the controller ownerReference:
+    whoever can put it there may create or update that Secret, and so could write it
+    themselves (docs/security.md, "Who may mark a Secret as a ManagedSecret's"). A token is
+    never anyone's to write, whatever it names.
+    """
+    if not uid or secret_type in TOKEN_SECRET_TYPES:
         return False
     if (metadata.get("annotations") or {}).get(OWNER_UID_ANNOTATION) == uid:
         return True
-    return any(ref.get("uid") == uid for ref in metadata.get("ownerReferences") or ())
+    return any(ref.get("uid") == uid and controller_reference(ref)
+               for ref in metadata.get("ownerReferences") or ())  # fmt: skip
+
+
+def target_refusal(metadata: Mapping[str, Any], secret_type: str | None, name: str,
+                   uid: str) -> str | None:  # fmt: skip
+    """Why an existing Secret may not be written as this ManagedSecret's target (Owner or
+    Orphan), or None when it is this ManagedSecret's."""
+    if owns(metadata, uid, secret_type):
+        return None
+    target = metadata.get("name", "")
+    if secret_type in TOKEN_SECRET_TYPES:
+        return f"Secret {target} is of type {secret_type}; Strongroom does not write tokens"
+    return (f"Secret {target} exists and does not belong to this ManagedSecret (no controller "
+            f"ownerReference or {OWNER_UID_ANNOTATION} naming it); delete it, or merge into it "
+            "with its consent (creationPolicy Merge)")  # fmt: skip
 
 
 def owned_by_another(metadata: Mapping[str, Any], uid: str) -> bool:

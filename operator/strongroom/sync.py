@@ -44,12 +44,14 @@ from strongroom.errors import (
     StrongroomError,
     ValidationError,
 )
-from strongroom.kubewrites import DirectWrites, discard, read_json
+from strongroom.kubewrites import DirectWrites, discard
+from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
 from strongroom.namespaceids import NamespaceIdentities
-from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, OWNER_UID_ANNOTATION
+from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
+from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
 __all__ = [
     "FINALIZER", "GROUP", "HMAC_ANNOTATION", "HMAC_SECRET", "KIND", "MANAGED_BY",
@@ -63,8 +65,6 @@ VERSION = "v1alpha1"
 PLURAL = "managedsecrets"
 KIND = "ManagedSecret"
 
-HMAC_ANNOTATION = "strongroom.io/data-hmac"
-KEYS_ANNOTATION = "strongroom.io/managed-keys"
 FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
@@ -304,7 +304,7 @@ class Syncer:
         sources_to_delete: list[str] = []
         for item in spec.data:
             if item.from_secret is not None and item.key not in stored:
-                source = self._read_secret(namespace, item.from_secret["name"])
+                source = read_secret(self.core, namespace, item.from_secret["name"])
                 refusal = policy.import_refusal(
                     None if source is None else source.get("type"), item.from_secret["name"]
                 )
@@ -332,7 +332,7 @@ class Syncer:
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
         for source_name in sources_to_delete:
-            self._delete_secret(namespace, source_name)
+            delete_secret(self.core, namespace, source_name)
 
         missing = sorted(item.key for item in spec.data if item.key not in stored)
         if missing or not stored:
@@ -365,16 +365,17 @@ class Syncer:
         if wrote:
             events.append(("Normal", "Synced",
                            f"Secret {spec.target_name} now holds version {version}"))  # fmt: skip
-            self._audit("operator.sync", namespace, name, version,
-                        f"Secret {spec.target_name} written")  # fmt: skip
+            self.audit("operator.sync", namespace, name, version,
+                       f"Secret {spec.target_name} written")  # fmt: skip
         previous_target = status.get("targetName")
         if previous_target and previous_target != spec.target_name:
             # target.name changed: the Secret written before is not left behind with the values.
-            done = self.let_go(namespace, name, body["metadata"].get("uid", ""), previous_target,
-                               spec.deletion_policy)  # fmt: skip
+            done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
+                          secret_name=previous_target,
+                          deletion_policy=spec.deletion_policy).detail  # fmt: skip
             events.append(("Normal", "TargetMoved",
                            f"target moved from {previous_target} to {spec.target_name}: {done}"))  # fmt: skip
-            self._audit("operator.sync", namespace, name, version, f"target moved: {done}")
+            self.audit("operator.sync", namespace, name, version, f"target moved: {done}")
         if data_changed and spec.rollout_restart:
             events.extend(rollout_restart(self.apps, namespace, spec.target_name,
                                           spec.rollout_restart, now,
@@ -414,23 +415,6 @@ class Syncer:
         return data_hmac(self.hmac_key, namespace=meta["namespace"], name=meta["name"],
                          uid=meta.get("uid", ""), secret_type=secret_type, data=data)  # fmt: skip
 
-    def _read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A Secret as plain JSON (no client models), or None when there is none."""
-        try:
-            return read_json(self.core.read_namespaced_secret(name, namespace,
-                                                              _preload_content=False))  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def _delete_secret(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
     def _write_target(
         self, body: Mapping[str, Any], spec: Spec, namespace: str, desired: dict[str, str],
         wanted_hmac: str,
@@ -440,21 +424,24 @@ class Syncer:
         name, uid = meta["name"], meta.get("uid", "")
         merge = spec.creation_policy == "Merge"
         first_sync = not (body.get("status") or {}).get("version")
+        wanted = Wanted.of(name, uid, wanted_hmac, labels=spec.labels,
+                           annotations=spec.annotations, owner=spec.creation_policy == "Owner")  # fmt: skip
         if first_sync and not merge:
             # A new object's Secret usually does not exist yet: try to create it straight away
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
                 self.writes.create_secret(
-                    namespace, self._new_secret(spec, meta, namespace, desired, wanted_hmac)
+                    namespace, self._new_secret(spec, meta, namespace, desired, wanted)
                 )
                 SECRET_WRITES.labels("create").inc()
                 return True, False
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-        existing = self._read_secret(namespace, spec.target_name)
+        existing = read_secret(self.core, namespace, spec.target_name)
         existing_meta: dict[str, Any] = (existing or {}).get("metadata") or {}
-        ours = existing is not None and policy.owns(existing_meta, uid)
+        actual_type = existing.get("type") if existing is not None else None
+        ours = existing is not None and policy.owns(existing_meta, uid, actual_type)
         if merge:
             if existing is None:
                 return Result(False, Reason.MERGE_TARGET_MISSING,
@@ -465,11 +452,8 @@ class Syncer:
             if refusal is not None:
                 return Result(False, Reason.MERGE_NOT_ALLOWED, clip(refusal), retry=True)
         elif existing is not None and not ours:
-            return Result(False, Reason.TARGET_CONFLICT,
-                          f"Secret {spec.target_name} exists and does not belong to this "
-                          "ManagedSecret (no ownerReference or strongroom.io/owner-uid naming "
-                          "it); delete it, or merge into it with its consent "
-                          "(creationPolicy Merge)", retry=True)  # fmt: skip
+            refusal = policy.target_refusal(existing_meta, actual_type, name, uid)
+            return Result(False, Reason.TARGET_CONFLICT, clip(refusal or ""), retry=True)
 
         actual_data = dict((existing or {}).get("data") or {})
         annotations = dict(existing_meta.get("annotations") or {})
@@ -482,7 +466,6 @@ class Syncer:
             added = (previous_keys & set(desired)) | (set(desired) - set(actual_data))
         else:
             actual_view, stale, added = actual_data, set(), set()
-        actual_type = existing.get("type") if existing is not None else None
         actual_hmac = self._hmac(body, actual_type or spec.target_type, actual_view)
         same_data = (
             existing is not None
@@ -490,17 +473,10 @@ class Syncer:
             and (merge or actual_type == spec.target_type)
             and not stale
         )
-        labels = dict(existing_meta.get("labels") or {})
-        want_labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: name}
-        want_annotations = {**spec.annotations, HMAC_ANNOTATION: wanted_hmac}
         if merge:
-            want_annotations[KEYS_ANNOTATION] = ",".join(sorted(added))
-        else:
-            want_annotations[OWNER_UID_ANNOTATION] = uid
-        meta_ok = all(labels.get(k) == v for k, v in want_labels.items()) and all(
-            annotations.get(k) == v for k, v in want_annotations.items()
-        )
-        if same_data and meta_ok:
+            wanted = Wanted.of(name, uid, wanted_hmac, labels=spec.labels,
+                               annotations=spec.annotations, merged_keys=",".join(sorted(added)))  # fmt: skip
+        if same_data and wanted.met_by(existing_meta):
             return False, False
 
         if merge:
@@ -508,21 +484,21 @@ class Syncer:
             merged = {k: v for k, v in actual_data.items() if k not in stale}
             merged.update(desired)
             existing["data"] = merged
-            existing_meta["labels"] = {**labels, **want_labels}
-            existing_meta["annotations"] = {**annotations, **want_annotations}
+            existing_meta["labels"] = {**(existing_meta.get("labels") or {}), **wanted.labels}
+            existing_meta["annotations"] = {**annotations, **wanted.annotations}
             existing["metadata"] = existing_meta  # resourceVersion kept: no lost update
             discard(self.core.replace_namespaced_secret(spec.target_name, namespace, existing,
                                                         _preload_content=False))  # fmt: skip
             SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
-        new_body = self._new_secret(spec, meta, namespace, desired, wanted_hmac)
+        new_body = self._new_secret(spec, meta, namespace, desired, wanted)
         if existing is None:
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("create").inc()
             return True, False
         if (existing.get("immutable") or actual_type != spec.target_type) and not same_data:
-            self._delete_secret(namespace, spec.target_name)
+            delete_secret(self.core, namespace, spec.target_name)
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("recreate").inc()
             return True, True
@@ -535,28 +511,20 @@ class Syncer:
 
     def _new_secret(
         self, spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
-        wanted_hmac: str,
+        wanted: Wanted,
     ) -> dict[str, Any]:  # fmt: skip
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {
-                "name": spec.target_name,
-                "namespace": namespace,
-                "labels": {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, OWNER_LABEL: meta["name"]},
-                "annotations": {**spec.annotations, HMAC_ANNOTATION: wanted_hmac,
-                                OWNER_UID_ANNOTATION: meta["uid"]},
-            },
+            "metadata": {"name": spec.target_name, "namespace": namespace,
+                         "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
             "type": spec.target_type,
             "data": desired,
         }
         if spec.immutable:
             body["immutable"] = True
-        if spec.creation_policy == "Owner":
-            body["metadata"]["ownerReferences"] = [{
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
-                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }]  # fmt: skip
+        if wanted.owner_uid is not None:
+            body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
         return body
 
     # -- deletion ---------------------------------------------------------------------------
@@ -570,7 +538,8 @@ class Syncer:
         self._patch_finalizers(meta, [*finalizers, FINALIZER])
 
     def release(self, body: Mapping[str, Any]) -> None:
-        """Remove Strongroom's finalizer once :meth:`finalize` has done its work."""
+        """Remove Strongroom's finalizer once deletionPolicy is applied
+        (:mod:`strongroom.operator.deletions`)."""
         meta = body["metadata"]
         finalizers = list(meta.get("finalizers") or [])
         if FINALIZER in finalizers:
@@ -584,77 +553,18 @@ class Syncer:
             _preload_content=False,
         ))  # fmt: skip
 
-    def finalize(self, body: Mapping[str, Any]) -> str:
-        """Apply deletionPolicy; the values stay in the store. Returns what was done."""
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        where = Target.parse(name, body.get("spec") or {})
-        done = self.let_go(namespace, name, meta.get("uid", ""), where.name, where.deletion_policy)
-        self._audit("operator.finalize", namespace, name, None, done)
-        return done
-
-    def let_go(self, namespace: str, name: str, uid: str, secret_name: str,
-               deletion_policy: str) -> str:  # fmt: skip
-        """Apply ``deletion_policy`` to a Secret this ManagedSecret wrote; what was done.
-
-        What the Secret says decides, not the spec (which may have changed since it was
-        written): a Secret naming this ManagedSecret's UID is deleted or released; one that
-        consented to its Merge loses the keys it added (never those that were there before)
-        and the consent, which was given to this ManagedSecret's lifetime, not to its name
-        forever. Any other Secret is left alone.
-        """
-        existing = self._read_secret(namespace, secret_name)
-        if existing is None:
-            return "nothing to do"
-        meta: dict[str, Any] = existing.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
-        if policy.owns(meta, uid):
-            if deletion_policy == "Delete":
-                self._delete_secret(namespace, secret_name)
-                return f"Secret {secret_name} deleted"
-            patch = {"metadata": {"ownerReferences": None,
-                                  "labels": {MANAGED_BY: None, OWNER_LABEL: None},
-                                  "annotations": {OWNER_UID_ANNOTATION: None,
-                                                  HMAC_ANNOTATION: None}}}  # fmt: skip
-            discard(self.core.patch_namespaced_secret(secret_name, namespace, patch,
-                                                      _preload_content=False))  # fmt: skip
-            return f"Secret {secret_name} retained"
-        if labels.get(OWNER_LABEL) == name and policy.merge_consented(meta, name):
-            added = set(filter(None, annotations.get(KEYS_ANNOTATION, "").split(",")))
-            if deletion_policy == "Delete":
-                existing["data"] = {k: v for k, v in (existing.get("data") or {}).items()
-                                    if k not in added}  # fmt: skip
-            for label in (MANAGED_BY, OWNER_LABEL):
-                labels.pop(label, None)
-            for annotation in (HMAC_ANNOTATION, KEYS_ANNOTATION,
-                               policy.MERGE_CONSENT_ANNOTATION):  # fmt: skip
-                annotations.pop(annotation, None)
-            discard(self.core.replace_namespaced_secret(secret_name, namespace, existing,
-                                                        _preload_content=False))  # fmt: skip
-            return (f"keys merged into Secret {secret_name} removed" if deletion_policy == "Delete"
-                    else f"Secret {secret_name} released")  # fmt: skip
-        return f"Secret {secret_name} does not belong to this ManagedSecret; left alone"
-
-    def _audit(self, action: str, namespace: str, name: str, version: int | None,
-               detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip
+    def audit(self, action: str, namespace: str, name: str, version: int | None,
+              detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip
+        """Append an audit event for something the operator did in the cluster."""
         self.room.record(AuditEvent(time=_now(), actor=self.actor, action=action,
                                     outcome=outcome, namespace=namespace, name=name,
                                     version=version, detail=clip(detail)))  # fmt: skip
 
-    def audit_gone(self, namespace: str, name: str, target: str) -> None:
-        """A ManagedSecret without our finalizer was deleted: its Secret goes with it by garbage
-        collection (ownerReference), and the audit log says so."""
-        with contextlib.suppress(StrongroomError):
-            self._audit("operator.finalize", namespace, name, None,
-                        f"ManagedSecret deleted; Secret {target} is removed by Kubernetes "
-                        "garbage collection (ownerReference)")  # fmt: skip
-
     def audit_failure(self, namespace: str, name: str, result: Result) -> None:
         # When the store itself is down this cannot be written; the condition says so.
         with contextlib.suppress(StrongroomError):
-            self._audit("operator.sync", namespace, name, result.version,
-                        f"{result.reason}: {result.message}", outcome=Outcome.ERROR)  # fmt: skip
+            self.audit("operator.sync", namespace, name, result.version,
+                       f"{result.reason}: {result.message}", outcome=Outcome.ERROR)  # fmt: skip
 
 
 def status_patch(

@@ -25,6 +25,7 @@ from tests.components.kube import KubeCluster
 from tests.components.operator import eventually
 
 MANAGED = {"strongroom.io/managed-by": "strongroom"}
+OWNER, OWNER_UID = "fence-owner", "<uid of fence-owner>"
 SA_TOKEN = "kubernetes.io/service-account-token"
 SA_NAME = {"kubernetes.io/service-account.name": "default"}
 
@@ -39,6 +40,7 @@ class Fenced:
     identity: Identity
     tenant: str  # a namespace the operator works in
     barred: str  # listed in fence.excludedNamespaces
+    owner_uid: str  # of the ManagedSecret OWNER in the tenant namespace
 
     def namespace(self, which: str) -> str:
         return {"tenant": self.tenant, "barred": self.barred, "release": self.identity.namespace,
@@ -55,7 +57,10 @@ def fenced(helm: str, kube: KubeCluster) -> Fenced:
                   namespace=home)  # fmt: skip
     identity = install_identity(kube, docs)
     install_fence(kube, docs, identity, probe_namespace=tenant)
-    return Fenced(kube, identity, tenant, barred)
+    owner = kube.request("POST", f"/apis/strongroom.io/v1alpha1/namespaces/{tenant}/managedsecrets",
+                         {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+                          "metadata": {"name": OWNER}, "spec": {"data": [{"key": "k"}]}})  # fmt: skip
+    return Fenced(kube, identity, tenant, barred, owner["metadata"]["uid"])
 
 
 def secret(name: str, *, labels: dict[str, str] | None = None,
@@ -66,6 +71,16 @@ def secret(name: str, *, labels: dict[str, str] | None = None,
     if annotations:
         meta["annotations"] = annotations
     return {"metadata": meta, "type": type_, "data": {"k": b64("v")}}
+
+
+def owned(name: str, *, controller: bool) -> dict[str, Any]:
+    """A Secret without Strongroom's labels whose ownerReference names a ManagedSecret (a real
+    one, :data:`OWNER` in the tenant namespace, or the garbage collector would delete it)."""
+    body = secret(name)
+    body["metadata"]["ownerReferences"] = [{
+        "apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret", "name": OWNER,
+        "uid": OWNER_UID, "controller": controller}]  # fmt: skip
+    return body
 
 
 def add_key(body: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +137,9 @@ CASES = [
                       change=lambda b: {**b, "metadata": {**b["metadata"], "labels": MANAGED}},
                       refused="neither labelled"),
                  id="update-that-adds-the-label-itself"),
+    # An ownerReference that is not a ManagedSecret's controller reference claims nothing.
+    pytest.param(Case("UPDATE", "tenant", owned("s", controller=False), refused="neither labelled"),
+                 id="update-a-secret-a-managedsecret-only-co-owns"),
     # Namespaces fenced off: kube-system always, excludedNamespaces, the release namespace.
     pytest.param(Case("CREATE", "kube-system", secret("s", labels=MANAGED), refused="fenced off"),
                  id="create-in-kube-system"),
@@ -142,6 +160,11 @@ CASES = [
                  id="merge-into-a-consenting-secret"),
     pytest.param(Case("UPDATE", "tenant", secret("s", labels=MANAGED), change=release),
                  id="release-a-managed-secret"),
+    # Its label removed, a Secret still naming its ManagedSecret is repaired (label put back).
+    pytest.param(Case("UPDATE", "tenant", owned("s", controller=True)),
+                 id="repair-an-owned-secret-whose-label-was-removed"),
+    pytest.param(Case("UPDATE", "tenant", secret("s", annotations={"strongroom.io/owner-uid": "u"})),
+                 id="repair-an-orphan-secret-whose-label-was-removed"),
     pytest.param(Case("DELETE", "tenant", secret("s", labels=MANAGED)),
                  id="delete-a-managed-secret"),
     pytest.param(Case("DELETE", "tenant", secret("s")),
@@ -149,9 +172,10 @@ CASES = [
 ]  # fmt: skip
 
 
-def send(kube: KubeCluster, token: str, case: Case, namespace: str, name: str) -> Any:
+def send(kube: KubeCluster, token: str, case: Case, namespace: str, name: str,
+         owner_uid: str = "") -> Any:  # fmt: skip
     base = f"/api/v1/namespaces/{namespace}/secrets"
-    body = json.loads(json.dumps(case.body))
+    body = json.loads(json.dumps(case.body).replace(OWNER_UID, owner_uid))
     body["metadata"]["name"] = name
     if case.operation == "CREATE":
         return kube.request("POST", base, body, token=token)
@@ -169,10 +193,10 @@ def test_the_fence_refuses_the_operator_what_strongroom_never_does(
     namespace = fenced.namespace(case.namespace)
     name = f"{case.body['metadata']['name']}-{uuid.uuid4().hex[:6]}"
     if case.refused is None:
-        send(fenced.kube, fenced.identity.token, case, namespace, name)
+        send(fenced.kube, fenced.identity.token, case, namespace, name, fenced.owner_uid)
         return
     with pytest.raises(urllib.error.HTTPError) as refused:
-        send(fenced.kube, fenced.identity.token, case, namespace, name)
+        send(fenced.kube, fenced.identity.token, case, namespace, name, fenced.owner_uid)
     message = json.loads(refused.value.read())["message"]
     assert refused.value.code == 403, message
     assert "Strongroom fence" in message and case.refused in message, message

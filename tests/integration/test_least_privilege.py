@@ -10,7 +10,8 @@ refused one of the operator's own writes.
 Paths exercised: creationPolicy Owner, Orphan (deletionPolicy Retain and Delete) and Merge (into
 a Secret that consents with ``strongroom.io/merge-from``); fromSecret with deleteSource; a value
 set with the CLI (reaching the Secret through the store watch) that restarts a Deployment, a
-StatefulSet and a DaemonSet reading the Secret; a synced Secret edited and deleted (repair);
+StatefulSet and a DaemonSet reading the Secret; a synced Secret edited, deleted and unlabelled
+(repair);
 the finalizer paths of the deletions; Events; with several replicas, the Lease; and the audit
 checkpoint: created, updated, read at start, and a mismatch Event on it when an operator starts
 on an emptied database.
@@ -53,6 +54,7 @@ NEVER_REQUESTED: dict[Triple, str] = {
 }
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+MANAGED_BY = "strongroom.io/managed-by"
 
 
 def b64(text: str) -> str:
@@ -220,6 +222,12 @@ def exercise(op: OperatorProcess, restarts: bool) -> None:
     synced(op, "app", "k", "two")
     kube.request("DELETE", f"{secrets}/app")
     synced(op, "app", "k", "two")
+    # Its label removed, the Secret still names its ManagedSecret and gets the label back (the
+    # fence judges the old object, which names its owner).
+    kube.request("PATCH", f"{secrets}/app", {"metadata": {"labels": {MANAGED_BY: None}}},
+                 content_type="application/merge-patch+json")  # fmt: skip
+    eventually(lambda: ((op.secret("app") or {})["metadata"].get("labels") or {}).get(MANAGED_BY)
+               == "strongroom", timeout=30, what="the label put back")  # fmt: skip
 
     # Deletions: every deletionPolicy path of the finalizer, and the garbage collector's.
     for name in ("kept", "dropped", "merge", "imported", "app"):

@@ -108,9 +108,49 @@ def test_a_spec_change_is_applied_and_a_metadata_edit_writes_nothing(op: Operato
     assert op.msec("cfg")["metadata"]["resourceVersion"] == msec_rv
 
 
+def test_labels_annotations_and_ownership_are_repaired_like_data(op: OperatorProcess) -> None:
+    """Before: an edited label stayed wrong until the next data repair (the Secret watch
+    compared only the data), and a Secret whose managed-by label was removed stayed so."""
+    op.cli("secret", "set", f"{op.namespace}/meta", "k=v")
+    op.apply("meta", {"data": [{"key": "k"}], "refreshInterval": "1h",
+                      "target": {"labels": {"app": "web"}, "annotations": {"team": "payments"}}})  # fmt: skip
+    ready(op, "meta")
+    path = f"/api/v1/namespaces/{op.namespace}/secrets/meta"
+
+    def edit(metadata: dict[str, Any]) -> None:
+        op.kube.request("PATCH", path, {"metadata": metadata},
+                        content_type="application/merge-patch+json")  # fmt: skip
+
+    def meta() -> dict[str, Any]:
+        return dict(op.secret("meta")["metadata"])  # type: ignore[index]
+
+    edit({"labels": {"app": "evil"}})
+    eventually(lambda: meta()["labels"]["app"] == "web", timeout=15, what="the label repaired")
+    edit({"annotations": {"team": None}})
+    eventually(lambda: meta()["annotations"].get("team") == "payments", timeout=15,
+               what="the annotation put back")  # fmt: skip
+    # Strongroom's own marks gone but the controller ownerReference: still this ManagedSecret's.
+    edit({"labels": {"strongroom.io/managed-by": None, "strongroom.io/managed-secret": None},
+          "annotations": {"strongroom.io/owner-uid": None}})
+    eventually(lambda: meta()["labels"].get("strongroom.io/managed-by") == "strongroom"
+               and meta()["labels"].get("strongroom.io/managed-secret") == "meta"
+               and meta()["annotations"].get("strongroom.io/owner-uid") == meta()[
+                   "ownerReferences"][0]["uid"], timeout=15, what="Strongroom's marks put back")  # fmt: skip
+    # What someone else adds is theirs: nothing is written for it.
+    edit({"labels": {"backup": "nightly"}})
+    written = meta()["resourceVersion"]
+    time.sleep(3)
+    assert meta()["resourceVersion"] == written and meta()["labels"]["backup"] == "nightly"
+    assert decoded(op.secret("meta")) == {"k": "v"}
+    assert ready(op, "meta")["conditions"][0]["reason"] == "Synced"
+    op.stop()  # posts the Events still queued
+    assert "TargetConflict" not in op.event_reasons()
+
+
 def test_an_idle_refresh_writes_nothing(op: OperatorProcess) -> None:
     op.cli("secret", "set", f"{op.namespace}/quiet", "k=v")
-    op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "10s"})  # the floor
+    op.apply("quiet", {"data": [{"key": "k"}], "refreshInterval": "10s",  # the floor
+                       "target": {"labels": {"app": "quiet"}, "annotations": {"team": "t"}}})  # fmt: skip
     ready(op, "quiet")
 
     time.sleep(2)  # let the first sync settle

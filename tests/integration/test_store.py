@@ -6,11 +6,13 @@ import dataclasses
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from strongroom import NotFound, Strongroom, UnwrapError, ValidationError
+from strongroom.audit import AuditEvent, Outcome
 from strongroom.config import Limits
 from tests.conftest import make_settings
 
@@ -267,3 +269,18 @@ def test_an_existing_database_file_keeps_its_mode(tmp_path: Path) -> None:
     with Strongroom.open(make_settings(f"sqlite:///{path}")) as room:
         room.set("ns", "s", {"k": "v"})
     assert mode(path) == 0o640
+
+
+def test_a_deletion_recorded_before_a_restart_is_found_and_no_other(room: Strongroom) -> None:
+    """The operator asks this before recording a deletion a second time (after a restart)."""
+    deleted_at = datetime.now(UTC).replace(microsecond=0)  # a deletionTimestamp's precision
+    room.record(AuditEvent(time=datetime.now(UTC), actor="op", action="operator.finalize",
+                           outcome=Outcome.OK, namespace="ns", name="db",
+                           detail="Secret db retained"))  # fmt: skip
+    room.set("ns", "db", {"k": "v"})  # later events do not hide it
+    found = room.audit_recorded("operator.finalize", "ns", "db", since=deleted_at)
+    assert found is not None and found.detail == "Secret db retained"
+    later = deleted_at + timedelta(seconds=2)  # the next object of that name, deleted later
+    assert room.audit_recorded("operator.finalize", "ns", "db", since=later) is None
+    assert room.audit_recorded("operator.finalize", "ns", "other", since=deleted_at) is None
+    assert room.audit_recorded("operator.sync", "ns", "db", since=deleted_at) is None

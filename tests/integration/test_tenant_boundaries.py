@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.error
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.components.kube import KubeCluster
 from tests.components.operator import OperatorProcess, child_env, eventually
@@ -75,6 +78,76 @@ def test_another_managedsecrets_secret_cannot_be_taken_over(op: OperatorProcess)
     assert decoded(op.secret("owner")) == {"pw": "the-owners"}
     op.delete_and_wait("thief")
     assert decoded(op.secret("owner")) == {"pw": "the-owners"}
+
+
+def _controller(op: OperatorProcess, name: str, **fields: Any) -> dict[str, Any]:
+    """A controller ownerReference naming the ManagedSecret ``name``, as anyone can write it."""
+    uid = op.msec(name)["metadata"]["uid"]
+    return {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret", "name": name,
+            "uid": uid, "controller": True, **fields}  # fmt: skip
+
+
+def test_a_planted_owner_reference_gets_the_planter_nothing(op: OperatorProcess) -> None:
+    """Whoever may create (or update) a Secret can make it name a ManagedSecret as its owner,
+    and the operator then treats it as that ManagedSecret's Secret. That gives the planter
+    nothing: the operator writes what it would have written into a Secret of that name anyway,
+    replaces it whole (nothing planted survives to carry the values elsewhere, e.g. an
+    annotation a replicator acts on), and reading it still takes `get`."""
+    ns = op.namespace
+    op.kube.grant(ns, "planter", [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": ["strongroom.io"], "resources": ["managedsecrets"], "verbs": ["get"]}])  # fmt: skip
+    token = op.kube.service_account_token(ns, "planter")
+    op.apply("victim", {"data": [{"key": "pw"}]})
+    reason_is(op, "victim", "MissingValues")  # no Secret yet: its name is free to take
+    planted = {"metadata": {
+        "name": "victim", "labels": {"backup": "planter"},
+        "annotations": {"replicator.example.com/replicate-to": "planters-namespace"},
+        "finalizers": ["example.com/keep"], "ownerReferences": [_controller(op, "victim")]},
+        "data": {"pw": b64("planted"), "extra": b64("planted")}}  # fmt: skip
+    eventually(lambda: op.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", planted,
+                                       token=token), what="the planted Secret")  # fmt: skip
+    op.cli("secret", "set", f"{ns}/victim", f"pw={TLS_KEY}")
+    ready(op, "victim")
+    secret = op.secret("victim")
+    assert decoded(secret) == {"pw": TLS_KEY}
+    meta = (secret or {})["metadata"]
+    assert "backup" not in meta["labels"]
+    assert not [k for k in meta["annotations"] if k.startswith("replicator.")]
+    assert not meta.get("finalizers")
+    assert [ref["uid"] for ref in meta["ownerReferences"]] == [op.msec("victim")["metadata"]["uid"]]
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        op.kube.request("GET", f"/api/v1/namespaces/{ns}/secrets/victim", token=token)
+    assert denied.value.code == 403
+
+
+def test_a_reference_that_is_not_the_controller_or_on_a_token_claims_nothing(
+    op: OperatorProcess,
+) -> None:
+    """Before: any ownerReference carrying the UID was ownership, and a token naming the
+    ManagedSecret was deleted to be recreated as the spec's type."""
+    ns, secrets = op.namespace, f"/api/v1/namespaces/{op.namespace}/secrets"
+    for name in ("coowned", "builder-token"):
+        op.apply(name, {"data": [{"key": "token"}]})
+        reason_is(op, name, "MissingValues")  # no Secret written yet
+    op.kube.request("POST", secrets, {"metadata": {
+        "name": "coowned", "ownerReferences": [_controller(op, "coowned", controller=False)]},
+        "data": {"token": b64("theirs")}})  # fmt: skip
+    op.kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
+                    {"metadata": {"name": "builder"}})  # fmt: skip
+    op.kube.request("POST", secrets, {"metadata": {
+        "name": "builder-token", "ownerReferences": [_controller(op, "builder-token")],
+        "annotations": {"kubernetes.io/service-account.name": "builder"}},
+        "type": "kubernetes.io/service-account-token", "data": {"token": b64("theirs")}})  # fmt: skip
+    for name in ("coowned", "builder-token"):
+        op.cli("secret", "set", f"{ns}/{name}", "token=from-the-store")
+    reason_is(op, "coowned", "TargetConflict")
+    refused = reason_is(op, "builder-token", "TargetConflict")
+    assert "does not write tokens" in refused["message"]
+    assert decoded(op.secret("coowned")) == {"token": "theirs"}
+    token = op.secret("builder-token")
+    assert token is not None and token["type"] == "kubernetes.io/service-account-token"
+    assert decoded(token)["token"] == "theirs"
 
 
 def test_a_service_account_token_is_neither_imported_nor_deleted(op: OperatorProcess) -> None:

@@ -88,21 +88,37 @@ def test_a_refused_spec_still_has_a_target_for_its_deletion() -> None:
 UID = "6f1c-uid-of-this-one"
 
 
+def _ref(uid: str = UID, **fields: Any) -> dict[str, Any]:
+    return {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret", "name": "app",
+            "uid": uid, "controller": True, **fields}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("metadata", "expected"),
     [
-        pytest.param({"ownerReferences": [{"kind": "ManagedSecret", "uid": UID}]}, True,
-                     id="owner-reference"),
+        pytest.param({"ownerReferences": [_ref()]}, True, id="controller-owner-reference"),
         pytest.param({"annotations": {policy.OWNER_UID_ANNOTATION: UID}}, True, id="uid-annotation"),
         pytest.param({"labels": {policy.MANAGED_BY: "strongroom", policy.OWNER_LABEL: "app"}},
                      False, id="labels-alone-are-no-proof"),
-        pytest.param({"ownerReferences": [{"kind": "ManagedSecret", "uid": "other"}]}, False,
-                     id="another-managedsecret"),
+        pytest.param({"ownerReferences": [_ref("other")]}, False, id="another-managedsecret"),
+        pytest.param({"ownerReferences": [_ref(controller=False)]}, False,
+                     id="a-reference-that-is-not-the-controller"),
+        pytest.param({"ownerReferences": [_ref(kind="ConfigMap", apiVersion="v1")]}, False,
+                     id="this-uid-under-another-kind"),
         pytest.param({}, False, id="unmanaged"),
     ],
 )
 def test_ownership_needs_this_managedsecrets_uid(metadata: dict[str, Any], expected: bool) -> None:
     assert policy.owns(metadata, UID) is expected
+
+
+def test_a_secret_whose_labels_were_removed_is_still_its_owners_but_a_token_is_nobodys() -> None:
+    unlabelled = {"name": "db", "ownerReferences": [_ref()]}
+    assert policy.target_refusal(unlabelled, "Opaque", "app", UID) is None
+    token = policy.target_refusal(unlabelled, "kubernetes.io/service-account-token", "app", UID)
+    assert token is not None and "does not write tokens" in token
+    foreign = policy.target_refusal({"name": "db"}, "Opaque", "app", UID)
+    assert foreign is not None and "does not belong to this ManagedSecret" in foreign
 
 
 def test_merge_needs_the_secrets_consent_and_never_takes_tokens_or_others_secrets() -> None:

@@ -2,7 +2,8 @@
 
 - an **event intake** (:meth:`Runtime.observe`, for every event of the ManagedSecret watch,
   :mod:`strongroom.operator.watching`): a new generation or a new object is reconciled, a
-  deletion held by our finalizer is finalized, and the echo of our own status write is
+  deletion held by our finalizer is finalized and every deletion recorded once
+  (:mod:`strongroom.operator.deletions`), and the echo of our own status write is
   recognised by its unchanged generation and dropped;
 - a **scheduler**: one due time per ManagedSecret (refresh, rotation, retry with backoff) in a
   heap, one asyncio task that runs reconciles as they fall due, at most ``workers`` at a time in
@@ -13,7 +14,8 @@
   PostgreSQL alike);
 - a **Secret watch**: watches only Secrets labelled ``strongroom.io/managed-by=strongroom``
   (a server-side label selector: the operator never receives, let alone caches, other
-  Secrets) and repairs edits and deletions at once;
+  Secrets) and repairs edits (data, labels, annotations, ownership:
+  :mod:`strongroom.operator.secretwatch`) and deletions at once;
 - an **event recorder** (:mod:`strongroom.operator.events`): reconciles queue their Events,
   one thread posts them once reconciles pause;
 - with ``--leader-elect``, a **Lease** (:mod:`strongroom.operator.leader`): nothing of the
@@ -61,8 +63,10 @@ from strongroom.metrics import (
     REFRESH_LAG,
 )
 from strongroom.operator.checkpoint import CheckpointKeeper, CheckpointRef
+from strongroom.operator.deletions import Deletions
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
+from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
 from strongroom.sync import (
     FINALIZER,
@@ -71,9 +75,7 @@ from strongroom.sync import (
     KIND,
     MANAGED_BY,
     MANAGED_BY_VALUE,
-    OWNER_LABEL,
     PLURAL,
-    REFUSED_WRITES,
     VERSION,
     Reason,
     Result,
@@ -102,10 +104,10 @@ class Tracked:
     version: int | None = None
     data_hmac: str | None = None
     target: str | None = None
-    target_type: str = "Opaque"
     uid: str = ""
     failures: int = 0
     oldest_generated: str | None = None
+    shape: Shape | None = None  # what the Secret carries beyond its data, as last synced
 
 
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
@@ -211,7 +213,6 @@ class Runtime:
         self._running: set[Key] = set()
         self._last_work = 0.0
         self._pending: dict[Key, dict[str, Any]] = {}
-        self._finalized: set[Key] = set()
         self._wake = asyncio.Event()
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -219,6 +220,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.room: Strongroom | None = None
         self.syncer: Syncer | None = None
+        self.deletions: Deletions | None = None
         self.api: k8s.ApiClient | None = None
         self.events: EventRecorder | None = None
 
@@ -256,6 +258,7 @@ class Runtime:
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip
+        self.deletions = Deletions(self.syncer)
         # Events wait while reconciles run: the Secrets and statuses of a burst come first.
         self.events = EventRecorder(
             self.syncer.core, component="strongroom", instance=self.actor,
@@ -373,7 +376,7 @@ class Runtime:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
-            self._gone(key)
+            self._gone(key, meta.get("uid"))
             return
         if not meta.get("deletionTimestamp"):
             tracked = self.tracked.get(key)
@@ -384,12 +387,18 @@ class Runtime:
         self._pending[key] = compact(body)
         self.schedule(key)
 
-    def _gone(self, key: Key) -> None:
+    def _gone(self, key: Key, uid: str | None = None) -> None:
+        """The object is gone; the audit log says what became of its Secret, once."""
         tracked = self.forget(key)
-        if key in self._finalized:
-            self._finalized.discard(key)
-        elif tracked is not None and self.syncer is not None and self._loop is not None:
-            self._loop.run_in_executor(None, self.syncer.audit_gone, *key, tracked.target or key[1])
+        if self.deletions is None or self._loop is None:
+            return
+        detail = self.deletions.gone(
+            key, uid or (tracked.uid if tracked else None), tracked.target if tracked else None,
+            collected=bool(tracked and tracked.shape and tracked.shape.owner_ref),
+            seen=tracked is not None,
+        )  # fmt: skip
+        if detail is not None:
+            self._loop.run_in_executor(None, self.deletions.record_gone, key, detail)
 
     async def _schedule_loop(self) -> None:
         """Start reconciles as they fall due: a heap of due times, never two for one object."""
@@ -451,21 +460,11 @@ class Runtime:
             self._sync_blocking(key, body)
 
     def _finalize(self, key: Key, body: dict[str, Any]) -> None:
-        assert self.syncer is not None  # noqa: S101
+        assert self.deletions is not None  # noqa: S101
         if FINALIZER not in (body["metadata"].get("finalizers") or ()):
             return
         try:
-            try:
-                done = self.syncer.finalize(body)
-            except ApiException as exc:
-                if exc.status not in REFUSED_WRITES:
-                    raise
-                # The apiserver will never accept the write (e.g. a typed Secret that cannot
-                # lose a key): say so and let the object go, rather than hold its deletion (and
-                # its namespace's) forever.
-                done = f"deletionPolicy not applied: the apiserver refused ({exc.status})"
-                self._event(body, "Warning", "FinalizeIncomplete", done)
-            self.syncer.release(body)
+            done = self.deletions.finalize(key, body)
         except ApiException as exc:
             if exc.status == 404:
                 self.forget(key)
@@ -475,8 +474,9 @@ class Runtime:
         except (StrongroomError, Urllib3Error) as exc:
             self._retry(key, f"cannot finalize: {exc or type(exc).__name__}")
             return
-        self._finalized.add(key)
-        log.info("%s/%s: deletionPolicy applied: %s", key[0], key[1], done)
+        if done.refused:
+            self._event(body, "Warning", "FinalizeIncomplete", done.detail)
+        log.info("%s/%s: deletionPolicy applied: %s", key[0], key[1], done.detail)
 
     def _sync_blocking(self, key: Key, body: dict[str, Any]) -> Result:
         assert self.syncer is not None  # noqa: S101 - started before any sync
@@ -498,7 +498,7 @@ class Runtime:
             tracked.data_hmac = result.data_hmac
             spec = body.get("spec") or {}
             tracked.target = (spec.get("target") or {}).get("name") or name
-            tracked.target_type = (spec.get("target") or {}).get("type") or "Opaque"
+            tracked.shape = Shape.of(spec)
             tracked.uid = body["metadata"].get("uid", "")
         else:
             self.syncer.audit_failure(namespace, name, result)
@@ -627,22 +627,25 @@ class Runtime:
 
     def _secret_changed(self, kind: str, secret: Mapping[str, Any]) -> None:
         meta = secret.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
-        if not owner:
-            return
-        key = (meta.get("namespace", ""), owner)
-        tracked = self.tracked.get(key)
-        if tracked is None or tracked.target != meta.get("name"):
+        for owner in owner_candidates(meta):
+            key = (meta.get("namespace", ""), owner)
+            tracked = self.tracked.get(key)
+            if tracked is not None and tracked.target == meta.get("name"):
+                break
+        else:
             return
         key_bytes = self.syncer.hmac_key_if_loaded() if self.syncer is not None else None
         ours = False
         if kind == "MODIFIED" and key_bytes is not None and tracked.data_hmac is not None:
+            if tracked.shape is not None and unchanged(
+                secret, hmac_key=key_bytes, namespace=key[0], name=key[1], uid=tracked.uid,
+                written_hmac=tracked.data_hmac, shape=tracked.shape,
+            ):  # fmt: skip
+                return  # our own write, or a change that left everything of ours as it should be
             actual = data_hmac(key_bytes, namespace=key[0], name=key[1], uid=tracked.uid,
                                secret_type=secret.get("type") or "Opaque",
                                data=secret.get("data") or {})  # fmt: skip
             annotated = (meta.get("annotations") or {}).get(HMAC_ANNOTATION)
-            if actual == tracked.data_hmac and annotated == tracked.data_hmac:
-                return  # our own write, or a change that left the data as it should be
             # Data that carries its own HMAC was written by Strongroom; while this object's
             # reconcile runs, it is that reconcile's write, seen before its result is tracked
             # (a store-side change: not an edit to report). Checked again all the same.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import hmac
 from collections.abc import Iterator
+from datetime import datetime
 
 from strongroom.audit import (
     AuditEvent,
@@ -117,6 +118,14 @@ class AuditLogReads(AuditedCalls):
     def audit_tail(self, count: int = 20) -> builtins.list[AuditEvent]:
         with self.engine.connect() as conn:
             return repo.audit_tail(conn, count)
+
+    def audit_recorded(self, action: str, namespace: str, name: str, *,
+                       since: datetime) -> AuditEvent | None:  # fmt: skip
+        """The newest ``action`` event on ``namespace``/``name`` since ``since``, if one is among
+        the last 10 000 events: whether something done once was recorded already."""
+        with self.engine.connect() as conn:
+            return repo.audit_find_recent(conn, action=action, namespace=namespace, name=name,
+                                          since=since, window=10_000)  # fmt: skip
 
     def audit_events(self) -> Iterator[AuditEvent]:
         with self.engine.connect() as conn:

@@ -1014,6 +1014,22 @@ def iter_audit(
         last = int(rows[-1].seq)
 
 
+def audit_find_recent(conn: Connection, *, action: str, namespace: str, name: str,
+                      since: datetime, window: int) -> AuditEvent | None:  # fmt: skip
+    """The newest event of ``action`` on ``namespace``/``name`` at ``since`` or later, among the
+    last ``window`` events (a range of the primary key: bounded whatever the log's size)."""
+    floor = select(func.coalesce(func.max(audit_events.c.seq), 0) - window).scalar_subquery()
+    row = conn.execute(
+        select(*_AUDIT_COLUMNS)
+        .where(audit_events.c.seq > floor, audit_events.c.action == action,
+               audit_events.c.namespace == namespace, audit_events.c.name == name,
+               audit_events.c.time >= since)
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    ).first()  # fmt: skip
+    return None if row is None else AuditEvent(**row._mapping)
+
+
 def audit_tail(conn: Connection, count: int) -> list[AuditEvent]:
     rows = conn.execute(
         select(*_AUDIT_COLUMNS).order_by(audit_events.c.seq.desc()).limit(count)
