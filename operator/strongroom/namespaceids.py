@@ -35,7 +35,7 @@ class NamespaceIdentities:
         ``creationTimestamp``); raises the client's ApiException when it cannot be read."""
         if self.trust_names:
             return None
-        born = _parse_time(created)
+        born = parse_time(created)
         with self._lock:
             known = self._known.get(namespace)
         if known is not None and born is not None and born < known[1]:
@@ -51,7 +51,8 @@ class NamespaceIdentities:
         return uid
 
 
-def _parse_time(text: str | None) -> datetime | None:
+def parse_time(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp (RFC 3339, ``Z``); None when absent or malformed."""
     if not text:
         return None
     try:

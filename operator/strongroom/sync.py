@@ -48,6 +48,7 @@ from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
 from strongroom.namespaceids import NamespaceIdentities
+from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
@@ -147,13 +148,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 class Syncer:

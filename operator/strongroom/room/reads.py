@@ -5,6 +5,7 @@ value is read, and audited."""
 from __future__ import annotations
 
 import builtins
+import functools
 import hmac
 from datetime import datetime
 from typing import Any
@@ -117,14 +118,8 @@ class SecretReads(AuditedCalls):
 
         return self._audited(
             body,
-            lambda exc: self._event(
-                "secret.verify",
-                _outcome(exc),
-                actor=actor,
-                namespace=namespace,
-                name=name,
-                key=key,
-                detail=str(exc),
+            functools.partial(
+                self._failed, "secret.verify", actor=actor, namespace=namespace, name=name, key=key
             ),
             read_only=True,
         )

@@ -272,13 +272,8 @@ class SecretWrites(AuditedCalls):
 
         return self._audited(
             body,
-            lambda exc: self._event(
-                "secret.delete",
-                _outcome(exc),
-                actor=actor,
-                namespace=namespace,
-                name=name,
-                detail=str(exc),
+            functools.partial(
+                self._failed, "secret.delete", actor=actor, namespace=namespace, name=name
             ),
         )
 
@@ -329,13 +324,8 @@ class SecretWrites(AuditedCalls):
 
         return self._audited(
             body,
-            lambda exc: self._event(
-                "secret.destroy",
-                _outcome(exc),
-                actor=actor,
-                namespace=namespace,
-                name=name,
-                detail=str(exc),
+            functools.partial(
+                self._failed, "secret.destroy", actor=actor, namespace=namespace, name=name
             ),
         )
 
