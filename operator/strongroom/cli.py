@@ -33,6 +33,7 @@ from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
 from strongroom.config import KekSpec, Settings, missing_default_store
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
+from strongroom.server import flags as server_flags
 
 if TYPE_CHECKING:
     from strongroom.operator.checkpoint import CheckpointRef
@@ -754,6 +755,7 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
                           "(also STRONGROOM_TRUST_NAMESPACE_NAMES=true)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
+    server_flags.register(sub, run, _settings)  # `serve`, and `run --serve`
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -771,7 +773,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run(settings, namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
         metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint,
-        trust_namespace_names=args.trust_namespace_names)  # fmt: skip
+        trust_namespace_names=args.trust_namespace_names,
+        serve=server_flags.run_options(args))  # fmt: skip
     return 0
 
 
