@@ -26,9 +26,9 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from strongroom import validate, values
+from strongroom import client, validate, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
 from strongroom.config import KekSpec, Settings, missing_default_store
@@ -94,6 +94,9 @@ def _settings(args: argparse.Namespace, *, create: bool = False) -> Settings:
 
 
 def _open(args: argparse.Namespace) -> Strongroom:
+    server = client.server_of(args)
+    if server is not None:  # the values API with a Kubernetes token (strongroom.client)
+        return cast(Strongroom, client.connect(args, server))  # the secret commands' subset
     return Strongroom.open(_settings(args))
 
 
@@ -540,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     )
     parser.add_argument("--database-url", help="SQLAlchemy URL of the store")
     parser.add_argument("--kek", help="KEK for new data keys: local, awskms:<key>, vault:<key>")
+    client.add_arguments(parser)  # --server, --token-file, --ca-file
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keygen = sub.add_parser("keygen", help="print a new random master key (64 hex characters)")

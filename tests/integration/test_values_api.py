@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 import time
 import urllib.parse
 import uuid
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 
 from strongroom import Strongroom
 from tests.components.kube import KubeCluster
-from tests.components.operator import OperatorProcess, child_env, eventually
+from tests.components.operator import STRONGROOM, OperatorProcess, child_env, eventually
 from tests.components.values_api import ApiClient, ServerProcess, tls_ca, token_for
 from tests.conftest import MASTER_KEY, make_settings
 
@@ -348,3 +351,66 @@ def test_fuzzed_paths_and_bodies_get_a_json_4xx_never_a_5xx(
     assert reply.status < 500, reply.text[:300]
     if reply.status >= 400 and method != "HEAD":
         assert reply.body["error"]["code"], reply.text[:300]
+
+
+def _cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([STRONGROOM, *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_the_cli_through_the_server_prints_what_direct_mode_prints(
+    kube: KubeCluster, api: ApiClient, tokens: dict[str, str], store: str, tmp_path: Path
+) -> None:
+    _seeded(api, tokens)
+    kube.grant(NS, "ci", [{**VALUES, "verbs": ["*"]}])
+    token = token_for(kube, NS, "ci")
+    (tmp_path / "token").write_text(token)
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("STRONGROOM_", "KUBE"))}
+    direct = child_env(store, MASTER_KEY.hex())
+    exec_plugin = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                   "status": {"token": token}}  # fmt: skip
+    kubeconfigs = {
+        "token": kube.write_kubeconfig(tmp_path / "token.kubeconfig", token=token, user="ci"),
+        "exec": tmp_path / "exec.kubeconfig",
+    }
+    config = yaml.safe_load(kubeconfigs["token"].read_text())
+    config["users"][0]["user"] = {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh",
+        "args": ["-c", f"echo '{json.dumps(exec_plugin)}'"], "interactiveMode": "Never"}}  # fmt: skip
+    kubeconfigs["exec"].write_text(yaml.safe_dump(config))
+    modes = {
+        "--token-file": ({**plain, "STRONGROOM_SERVER": api.url},
+                         ["--token-file", str(tmp_path / "token"), "--ca-file", str(api.ca_file)]),
+        **{f"kubeconfig ({kind})": ({**plain, "KUBECONFIG": str(path)},
+                                    ["--server", api.url, "--ca-file", str(api.ca_file)])
+           for kind, path in kubeconfigs.items()},
+    }  # fmt: skip
+    ref = f"{NS}/cli-demo"
+    eventually(lambda: _cli(modes["--token-file"][0], *modes["--token-file"][1], "secret", "set",
+                            ref, "user=app", "cfg:={\"a\": [1, 2]}").returncode == 0,
+               what="a set through the server")  # fmt: skip
+    expected = {
+        ("secret", "get", ref): _cli(direct, "secret", "get", ref).stdout,
+        ("secret", "get", ref, "cfg"): _cli(direct, "secret", "get", ref, "cfg").stdout,
+        ("secret", "get", ref, "--json"): _cli(direct, "secret", "get", ref, "--json").stdout,
+        ("secret", "list", NS): _cli(direct, "secret", "list", NS).stdout,
+    }
+    assert "user=app" in expected[("secret", "get", ref)]
+    for mode, (env, flags) in modes.items():
+        for command, output in expected.items():
+            result = _cli(env, *flags, *command)
+            assert (result.returncode, result.stdout) == (0, output), (mode, command, result.stderr)
+        matched = _cli(env, *flags, "secret", "verify", ref, "user", stdin="app\n")
+        assert (matched.returncode, matched.stdout) == (0, "match\n"), mode
+        missing = _cli(env, *flags, "secret", "get", f"{NS}/absent")
+        assert missing.returncode == 1
+        assert missing.stderr == _cli(direct, "secret", "get", f"{NS}/absent").stderr, mode
+    refused = _cli(modes["--token-file"][0], "--token-file", str(tmp_path / "token"), "--ca-file",
+                   str(api.ca_file), "secret", "get", f"{OTHER}/theirs")  # fmt: skip
+    assert refused.returncode == 1
+    assert "forbidden" in refused.stderr
+    deleted = _cli(modes["--token-file"][0], *modes["--token-file"][1], "secret", "delete", ref)
+    assert deleted.stdout == f"{ref}: deleted (was version 1)\n"
+    assert _cli(direct, "secret", "get", ref).returncode == 1
