@@ -96,6 +96,10 @@ class ServerProcess:
     root: Path
     tls_namespace: str = "strongroom-api"
     extra: tuple[str, ...] = ()
+    # The server's own credentials (default: the admin's) and certificate files (default: a
+    # self-signed one it generates into a Secret, which needs Secret rights).
+    kubeconfig: Path | None = None
+    tls_files: tuple[Path, Path] | None = None
     port: int = dataclasses.field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -106,10 +110,14 @@ class ServerProcess:
     def start(self) -> ApiClient:
         self.kube.ensure_namespace(self.tls_namespace)
         secret = f"api-tls-{self.port}"
-        env = {**self.env, "KUBECONFIG": str(self.kube.kubeconfig)}
+        if self.tls_files is None:
+            tls = ["--tls-secret", f"{self.tls_namespace}/{secret}", "--tls-san", "127.0.0.1"]
+        else:
+            tls = ["--tls-cert-file", str(self.tls_files[0]), "--tls-key-file",
+                   str(self.tls_files[1])]  # fmt: skip
+        env = {**self.env, "KUBECONFIG": str(self.kubeconfig or self.kube.kubeconfig)}
         self.proc = subprocess.Popen(
-            [STRONGROOM, "serve", "--address", "127.0.0.1", "--port", str(self.port),
-             "--tls-secret", f"{self.tls_namespace}/{secret}", "--tls-san", "127.0.0.1",
+            [STRONGROOM, "serve", "--address", "127.0.0.1", "--port", str(self.port), *tls,
              *self.extra],
             env=env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -117,8 +125,9 @@ class ServerProcess:
 
         def ready() -> bool:
             if not ca:
-                ca.append(ApiClient(self.port, tls_ca(self.kube, self.tls_namespace, secret,
-                                                      self.root / "api-ca.crt")))  # fmt: skip
+                ca_file = (self.tls_files[0] if self.tls_files is not None else
+                           tls_ca(self.kube, self.tls_namespace, secret, self.root / "api-ca.crt"))  # fmt: skip
+                ca.append(ApiClient(self.port, ca_file))
             return ca[0].call("GET", "/healthz").status == 200
 
         wait_until(ready, timeout=60, what="strongroom serve", proc=self.proc, log=self.log_path)
