@@ -100,6 +100,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     room = Strongroom.open(settings)
+    room.group_commit()  # SQLite: concurrent requests share transactions (PostgreSQL: no-op)
     api = kube_client()
 
     async def main() -> None:
