@@ -414,3 +414,41 @@ def test_the_cli_through_the_server_prints_what_direct_mode_prints(
     deleted = _cli(modes["--token-file"][0], *modes["--token-file"][1], "secret", "delete", ref)
     assert deleted.stdout == f"{ref}: deleted (was version 1)\n"
     assert _cli(direct, "secret", "get", ref).returncode == 1
+
+
+def test_the_readmes_kubectl_role_lets_ci_set_its_one_secret(
+    kube: KubeCluster, api: ApiClient
+) -> None:
+    """README, "A tenant's workflow": the Role made with kubectl as written there."""
+    ns = f"payments-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(ns)
+    kube.kubectl("create", "serviceaccount", "ci", "-n", ns)
+    kube.kubectl("create", "role", "stripe-setter", "-n", ns, "--verb=create,update",
+                 "--resource=managedsecrets.strongroom.io/values", "--resource-name=stripe")  # fmt: skip
+    kube.kubectl("create", "rolebinding", "ci-stripe", "-n", ns, "--role=stripe-setter",
+                 f"--serviceaccount={ns}:ci")  # fmt: skip
+    token = kube.kubectl(
+        "create", "token", "ci", "-n", ns, "--audience", "strongroom"
+    ).stdout.strip()
+    path = f"/v1/namespaces/{ns}/secrets"
+    eventually(lambda: api.call("PATCH", f"{path}/stripe", {"data": {"api-key": "k"}},
+                                token=token).status == 200, what="the README's Role")  # fmt: skip
+    assert api.call("GET", f"{path}/stripe", token=token).status == 403
+    assert api.call("PATCH", f"{path}/other", {"data": {"k": "v"}}, token=token).status == 403
+
+
+def test_a_busy_identity_gets_429_and_another_does_not(
+    kube: KubeCluster, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    proc = ServerProcess(kube, child_env(f"sqlite:///{tmp_path / 's.db'}", MASTER_KEY.hex()),
+                         tmp_path, extra=("--rate", "0.2", "--burst", "3"))  # fmt: skip
+    limited = proc.start()
+    try:
+        path = f"{_base()}/stripe"
+        codes = [limited.call("GET", path, token=tokens["getter"]).status for _ in range(5)]
+        assert codes[3:] == [429, 429], codes
+        reply = limited.call("GET", path, token=tokens["getter"])
+        assert reply.body["error"]["code"] == "rate_limited" and "Retry-After" in reply.headers
+        assert limited.call("GET", path, token=tokens["lister"]).status == 403  # not limited
+    finally:
+        proc.stop()
