@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -452,3 +453,30 @@ def test_a_busy_identity_gets_429_and_another_does_not(
         assert limited.call("GET", path, token=tokens["lister"]).status == 403  # not limited
     finally:
         proc.stop()
+
+
+def test_on_postgresql_the_api_writes_audited_values_and_stops_cleanly(
+    kube: KubeCluster, tokens: dict[str, str], pg_url: str, tmp_path: Path
+) -> None:
+    """``strongroom serve`` as the chart runs it on PostgreSQL; SIGTERM ends it with exit 0."""
+    proc = ServerProcess(kube, child_env(pg_url, MASTER_KEY.hex()), tmp_path)
+    client = proc.start()
+    try:
+        reply = eventually(lambda: (r := client.call("PATCH", f"{_base()}/stripe",
+                                                     {"data": {"key": "pg"}},
+                                                     token=tokens["setter"])).status == 200 and r,
+                           what="a set on PostgreSQL")  # fmt: skip
+        assert reply.body["version"] == 1
+        assert client.call("GET", f"{_base()}/stripe", token=tokens["getter"]).body["data"] == {
+            "key": "pg"}  # fmt: skip
+    finally:
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0
+        proc.stop()
+    assert "values API stopping" in proc.log()
+    with Strongroom.open(make_settings(pg_url)) as room:
+        assert room.audit_verify().ok
+        sets = [e for e in room.audit_events() if e.action == "secret.set"]
+    assert sets[-1].actor == f"system:serviceaccount:{NS}:setter"
+    assert json.loads(sets[-1].origin)["decision"] == "allowed"
