@@ -76,6 +76,21 @@ def test_on_sqlite_the_operator_serves_and_the_certificate_names_the_service(hel
     assert ca["data"]["ca.crt"].encode() == base64.b64decode(secret["data"]["tls.crt"])
 
 
+@pytest.mark.parametrize("args", [pytest.param(POSTGRES_API, id="postgres"),
+                                  pytest.param(SQLITE_API, id="sqlite")])  # fmt: skip
+def test_the_network_policy_lets_clients_reach_the_pods_that_serve(
+    helm: str, args: list[str]
+) -> None:
+    docs = render(helm, *args, "--set", "networkPolicy.enabled=true")
+    service = next(
+        d for d in of_kind(docs, "Service") if d["metadata"]["name"] == "sr-strongroom-api"
+    )
+    open_to = [policy for policy in of_kind(docs, "NetworkPolicy")
+               if policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]]  # fmt: skip
+    assert len(open_to) == 1
+    assert 8443 in [port["port"] for port in open_to[0]["spec"]["ingress"][0]["ports"]]
+
+
 @pytest.fixture
 def chart_server(
     helm: str, kube: KubeCluster, tmp_path: Path
