@@ -3,8 +3,13 @@
 Canonical form of an event (UTF-8)::
 
     canonical = JSON [seq, time, actor, action, namespace, name, key, version, outcome, detail]
+    canonical = JSON [seq, ..., detail, origin]       (only when origin is not empty)
 
 with ``time`` as naive UTC ISO 8601 to the microsecond. ``seq`` starts at 1 and has no gaps.
+``origin`` (schema 0005) says who stood behind a call made on someone's behalf: the values API
+(:mod:`strongroom.server`) records the caller's Kubernetes UID, groups, source address and the
+authorization decision there, as compact JSON. Events without one keep the ten-field form, so
+every chain written before 0005 verifies unchanged.
 
 **Keyed links** (every event written since schema revision 0002). The store holds one **audit
 key**: a 32-byte seed in ``audit_keys``, wrapped by the KEK like the data key seeds (wrap context
@@ -65,13 +70,16 @@ Events never carry a value: only who, when, what and the outcome.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 GENESIS_HASH = "0" * 64
 
@@ -94,6 +102,25 @@ newest of them (:mod:`strongroom.manifest`); the store indexes them for that."""
 _KEY_LABEL = b"strongroom/audit/v2 key"
 _EVENT_LABEL = b"strongroom/audit/v2 event\n"
 _HEAD_LABEL = b"strongroom/audit/v2 head\n"
+
+
+ORIGIN: contextvars.ContextVar[str] = contextvars.ContextVar("strongroom_audit_origin", default="")
+"""The origin every event created in this context carries (see ``canonical`` above).
+
+A context variable rather than a parameter, so that the store's own events (``secret.set``,
+``secret.get``…) carry it without every ``Strongroom`` method growing one: the values API sets
+it around each call it makes for a caller (:func:`with_origin`), and the group-commit writer
+runs each unit in its submitter's context (:mod:`strongroom.store.batching`).
+"""
+
+
+def with_origin(origin: str, call: Callable[[], T]) -> T:
+    """Run ``call`` with :data:`ORIGIN` set to ``origin`` (in this thread's context)."""
+    token = ORIGIN.set(origin)
+    try:
+        return call()
+    finally:
+        ORIGIN.reset(token)
 
 
 class Outcome:
@@ -123,6 +150,7 @@ class AuditEvent:
     seq: int = 0
     prev_hash: str = ""
     hash: str = ""
+    origin: str = dataclasses.field(default_factory=ORIGIN.get)
 
     def canonical(self) -> bytes:
         fields = [
@@ -137,6 +165,8 @@ class AuditEvent:
             self.outcome,
             self.detail,
         ]
+        if self.origin:
+            fields.append(self.origin)
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

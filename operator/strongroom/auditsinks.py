@@ -14,7 +14,9 @@ administrator) see what was done. ``STRONGROOM_AUDIT_SINKS`` lists the sinks (pa
      "outcome":"ok","namespace":"payments","name":"db","key":"password","version":3,
      "detail":"","prev_hash":"<64 hex>","hash":"<64 hex>"}
 
-(shown wrapped; a line never is). The fields are the event's row in ``audit_events``: ``seq``
+(shown wrapped; a line never is). An event of the values API ends with one more key,
+``"origin"``: the caller's UID, groups, source address and authorization decision as a JSON
+string (schema 0005, :mod:`strongroom.audit`). The fields are the event's row in ``audit_events``: ``seq``
 its place in the chain, ``hash`` its link (HMAC-SHA256 under the audit key, see
 :mod:`strongroom.audit`) and ``prev_hash`` the previous event's, so consecutive lines chain and
 a line can be matched with the table, or checked on its own by whoever holds the audit key:
@@ -121,6 +123,8 @@ def format_line(event: AuditEvent) -> str:
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
+    if event.origin:  # only the values API's events have one (schema 0005)
+        record["origin"] = event.origin
     return json.dumps(record, separators=(",", ":")).replace("\x7f", "\\u007f")
 
 
@@ -142,6 +146,7 @@ def parse_line(line: str) -> AuditEvent:
         seq=record["seq"],
         prev_hash=record["prev_hash"],
         hash=record["hash"],
+        origin=record.get("origin", ""),
     )
 
 

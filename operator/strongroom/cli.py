@@ -26,13 +26,14 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from strongroom import validate, values
+from strongroom import client, validate, values
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Checkpoint, Outcome, clip
 from strongroom.config import KekSpec, Settings, missing_default_store
 from strongroom.errors import ConfigError, StrongroomError, ValidationError
+from strongroom.server import flags as server_flags
 
 if TYPE_CHECKING:
     from strongroom.operator.checkpoint import CheckpointRef
@@ -93,6 +94,9 @@ def _settings(args: argparse.Namespace, *, create: bool = False) -> Settings:
 
 
 def _open(args: argparse.Namespace) -> Strongroom:
+    server = client.server_of(args)
+    if server is not None:  # the values API with a Kubernetes token (strongroom.client)
+        return cast(Strongroom, client.connect(args, server))  # the secret commands' subset
     return Strongroom.open(_settings(args))
 
 
@@ -539,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     )
     parser.add_argument("--database-url", help="SQLAlchemy URL of the store")
     parser.add_argument("--kek", help="KEK for new data keys: local, awskms:<key>, vault:<key>")
+    client.add_arguments(parser)  # --server, --token-file, --ca-file
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     keygen = sub.add_parser("keygen", help="print a new random master key (64 hex characters)")
@@ -754,6 +759,7 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
                           "(also STRONGROOM_TRUST_NAMESPACE_NAMES=true)")  # fmt: skip
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
+    server_flags.register(sub, run, _settings)  # `serve`, and `run --serve`
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -771,7 +777,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run(settings, namespaces=list(args.namespace or []), liveness=args.liveness,
         leader_elect=args.leader_elect, verbose=args.verbose,
         metrics_port=args.metrics_port, audit_checkpoint=args.audit_checkpoint,
-        trust_namespace_names=args.trust_namespace_names)  # fmt: skip
+        trust_namespace_names=args.trust_namespace_names,
+        serve=server_flags.run_options(args))  # fmt: skip
     return 0
 
 

@@ -425,6 +425,7 @@ STORE_COMMANDS = {
     ("audit", "tail"): [],
     ("audit", "checkpoint", "reset"): ["ns/cm", "--reason", "restored"],
     ("kek", "rotate"): ["--to", "local"], ("kek", "status"): [], ("rekey",): [], ("run",): [],
+    ("serve",): ["--tls-secret", "ns/tls"],
 }  # fmt: skip
 CREATE_STORE = {("db", "upgrade")}
 NO_STORE = {("keygen",)}
@@ -509,6 +510,7 @@ EXIT_CASES = {
                          {"STRONGROOM_MASTER_KEY": "4d" * 32}),
     ("run",): ExitCase(["-n", "a", "-A"], "not allowed with", [], "no Kubernetes access",
                        NO_KUBECONFIG),
+    ("serve",): ExitCase(["--port", "https"], "--port", [], "the server needs TLS"),
 }  # fmt: skip
 
 

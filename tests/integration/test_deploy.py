@@ -50,6 +50,10 @@ VALUE_SETS = {
     "no-fence": ["--set", "fence.enabled=false"],
     "no-author-policy": ["--set", "authorPolicy.enabled=false"],
     "no-checkpoint": ["--set", "auditCheckpoint.enabled=false"],
+    "values-api-postgres": ["--set", "valuesApi.enabled=true", "--set", "replicaCount=2",
+                            "--set", "store.postgres.existingSecret=pg",
+                            "--set", "networkPolicy.enabled=true"],
+    "values-api-sqlite": ["--set", "valuesApi.enabled=true"],
 }  # fmt: skip
 
 SERVICE_MONITOR_CRD = {

@@ -208,6 +208,13 @@ def test_kek_rotation_keeps_the_audit_key_and_the_chain(db_url: str) -> None:
 # --- an unkeyed chain from before the audit key ---------------------------------------------
 
 
+def _row(event: AuditEvent) -> dict[str, object]:
+    """An event as a row of schema 0001, which has no ``origin`` column (added by 0005)."""
+    row = dataclasses.asdict(event)
+    del row["origin"]
+    return row
+
+
 def _legacy_store(engine: Engine, n: int) -> list[AuditEvent]:
     """A store at schema 0001 whose log holds ``n`` events in the old unkeyed format."""
     cfg = Config()
@@ -225,7 +232,7 @@ def _legacy_store(engine: Engine, n: int) -> list[AuditEvent]:
         events.append(placed)
         prev = placed.hash
     with engine.begin() as conn:
-        conn.execute(insert(audit_events), [dataclasses.asdict(e) for e in events])
+        conn.execute(insert(audit_events), [_row(e) for e in events])  # 0001: no origin
         conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": n, "h": prev})
     return events
 

@@ -17,6 +17,13 @@ app.kubernetes.io/name: strongroom
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- /* The values API's own pods (PostgreSQL): labels apart from the operator's, so neither
+Deployment nor the metrics Service selects the other's pods. */ -}}
+{{- define "strongroom.apiSelectorLabels" -}}
+app.kubernetes.io/name: strongroom-values-api
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "strongroom.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}{{ default (include "strongroom.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
@@ -104,4 +111,74 @@ No wildcards. */ -}}
 {{- $excluded = append $excluded .Release.Namespace -}}
 {{- end -}}
 {{- toJson $excluded -}}
+{{- end -}}
+
+{{- /* The store and KEK settings, shared by the operator and the values API's Deployment. */ -}}
+{{- define "strongroom.storeEnv" -}}
+- name: STRONGROOM_AUTO_MIGRATE
+  value: {{ .Values.store.autoMigrate | quote }}
+{{- if .Values.store.postgres.existingSecret }}
+- name: STRONGROOM_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.store.postgres.existingSecret }}
+      key: {{ .Values.store.postgres.key }}
+{{- else }}
+- name: STRONGROOM_DATABASE_URL
+  value: sqlite:////data/strongroom.db
+{{- end }}
+{{- if eq .Values.keyring.provider "local" }}
+- name: STRONGROOM_KEK
+  value: local
+- name: STRONGROOM_MASTER_KEY_FILE
+  value: /etc/strongroom/master-key/{{ .Values.keyring.local.key }}
+{{- else if eq .Values.keyring.provider "awskms" }}
+- name: STRONGROOM_KEK
+  value: awskms:{{ .Values.keyring.awskms.keyId }}
+{{- with .Values.keyring.awskms.region }}
+# botocore reads AWS_DEFAULT_REGION (AWS_REGION is other SDKs' name for it).
+- name: AWS_DEFAULT_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- else if eq .Values.keyring.provider "vault" }}
+- name: STRONGROOM_KEK
+  value: vault:{{ .Values.keyring.vault.transitKey }}
+- name: VAULT_ADDR
+  value: {{ .Values.keyring.vault.address | quote }}
+- name: STRONGROOM_VAULT_TRANSIT_MOUNT
+  value: {{ .Values.keyring.vault.transitMount | quote }}
+{{- with .Values.keyring.vault.namespace }}
+- name: VAULT_NAMESPACE
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.keyring.vault.kubernetesRole }}
+- name: VAULT_K8S_ROLE
+  value: {{ .Values.keyring.vault.kubernetesRole | quote }}
+- name: VAULT_K8S_MOUNT
+  value: {{ .Values.keyring.vault.kubernetesMount | quote }}
+{{- else }}
+- name: VAULT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.keyring.vault.tokenSecret }}
+      key: VAULT_TOKEN
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The values API (valuesApi): in the operator's process on SQLite, its own Deployment on
+PostgreSQL. "true" or "". */ -}}
+{{- define "strongroom.apiInOperator" -}}
+{{- if and .Values.valuesApi.enabled (not .Values.store.postgres.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "strongroom.apiTlsSecret" -}}
+{{- default (printf "%s-api-tls" (include "strongroom.fullname" .)) .Values.valuesApi.tls.existingSecret -}}
+{{- end -}}
+
+{{- /* The server's flags without their leading "--" (strongroom serve, or run --serve-*). */ -}}
+{{- define "strongroom.apiFlags" -}}
+{{- $flags := list "tls-cert-file=/etc/strongroom/api-tls/tls.crt" "tls-key-file=/etc/strongroom/api-tls/tls.key" (printf "rate=%v" .Values.valuesApi.rate) (printf "burst=%v" .Values.valuesApi.burst) -}}
+{{- if .Values.valuesApi.acceptDefaultAudiences -}}{{- $flags = append $flags "accept-default-audiences" -}}{{- end -}}
+{{- toJson $flags -}}
 {{- end -}}

@@ -17,6 +17,7 @@ from strongroom.errors import StrongroomError
 from strongroom.operator.checkpoint import resolve as resolve_checkpoint
 from strongroom.operator.leader import LeaseRef
 from strongroom.operator.runtime import Runtime
+from strongroom.server.flags import ServeOptions
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,6 +57,7 @@ def run(
     metrics_port: int | None = None,
     audit_checkpoint: str | None = None,
     trust_namespace_names: bool = False,
+    serve: ServeOptions | None = None,
 ) -> None:
     import strongroom.operator.handlers  # noqa: F401 - registers the handlers
 
@@ -102,16 +104,20 @@ def run(
                       rollout_restart=tuning.rollout_restart, checkpoint=checkpoint,
                       checkpoint_seconds=tuning.audit_checkpoint_seconds,
                       trust_namespace_names=trust_names)  # fmt: skip
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,  # replicas coordinate through the Lease, not kopf's peering
-            liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime),
-            stop_flag=runtime.exit_flag,
-        )
+    operator = kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,  # replicas coordinate through the Lease, not kopf's peering
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(runtime=runtime),
+        stop_flag=runtime.exit_flag,
     )
+    if serve is None:
+        asyncio.run(operator)
+    else:  # the values API in this event loop, on the operator's store (SQLite: one owner)
+        from strongroom.server.serve import alongside
+
+        asyncio.run(alongside(operator, lambda: runtime.room, serve))
     if runtime.audit_failure:
         raise StrongroomError(f"{runtime.audit_failure}; stopped reconciling and exiting")
     if runtime.lost_leadership:

@@ -23,6 +23,7 @@ fails (BEGIN or COMMIT), every unit in it gets that :class:`StoreError`.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -43,10 +44,13 @@ LINGER_SECONDS = 0.008
 
 
 class _Unit(Generic[T]):
-    __slots__ = ("done", "error", "result", "work")
+    __slots__ = ("context", "done", "error", "result", "work")
 
     def __init__(self, work: Callable[[Connection], T]) -> None:
         self.work = work
+        # The submitter's context variables (the audit origin: strongroom.audit.ORIGIN), so the
+        # unit's events say what they would have said in the submitter's own transaction.
+        self.context = contextvars.copy_context()
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -156,7 +160,7 @@ class TransactionBatcher:
         mark = audit_head_mark(conn)
         driver.execute("SAVEPOINT strongroom_unit")
         try:
-            unit.result = unit.work(conn)
+            unit.result = unit.context.run(unit.work, conn)
         except SQLAlchemyError as exc:
             _undo(conn, driver, mark)
             unit.error = StoreError(f"database error: {describe_db_error(exc)}")

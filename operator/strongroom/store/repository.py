@@ -898,6 +898,7 @@ def append_audits(
         sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash, key=key)
         placed.append(sealed)
         seq, prev_hash = sealed.seq, sealed.hash
+    with_origin = any(one.origin for one in placed)
     conn.execute(
         _INSERT_EVENT,
         [
@@ -914,6 +915,9 @@ def append_audits(
                 "detail": one.detail,
                 "prev_hash": one.prev_hash,
                 "hash": one.hash,
+                # Named only when set: the statement then fits a table of any schema since 0002
+                # (the upgrade tests write old stores with this code).
+                **({"origin": one.origin or None} if with_origin else {}),
             }
             for one in placed
         ],
@@ -979,6 +983,7 @@ _AUDIT_COLUMNS = (
     audit_events.c.seq,
     audit_events.c.prev_hash,
     audit_events.c.hash,
+    func.coalesce(audit_events.c.origin, "").label("origin"),
 )
 
 

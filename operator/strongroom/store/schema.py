@@ -107,6 +107,9 @@ audit_events = Table(
     Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Who stood behind a call made for someone (the values API's caller), schema 0005:
+    # compact JSON, NULL for the store's own and the CLI's events (strongroom.audit).
+    Column("origin", Text, nullable=True),
 )
 
 # The successful writes of each secret, newest first, without indexing every read's event.
