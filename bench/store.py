@@ -6,9 +6,12 @@ Floor: the least an audited operation can cost with sqlite3 and cryptography dir
 Strongroom: set and get of the same 1 KiB values through the public Python API (SQLite, the
 local keyring, one process). Both use SQLite's default durability in WAL mode.
 
-Prints ``floor_set=… floor_get=… set=… get=…`` (ops/s, medians of alternating rounds) and
-``ratio set=X get=Y``.
-Usage: python -m bench.store [--ops N]
+Prints ``floor_set=… floor_get=… set=… get=…`` (ops/s, medians of alternating rounds),
+``cpu_ms floor_set=… floor_get=… set=… get=…`` (this process's CPU per operation, user and
+system, medians) and ``ratio set=X get=Y``. Wall-clock rates depend on the disk's fsync as much
+as on the code; CPU per operation is the part the code decides, and what the rate tends to on
+a disk whose fsync is free. TMPDIR chooses where the databases go.
+Usage: python -m bench.store [--ops N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -30,7 +33,23 @@ from strongroom.config import KekSpec
 VALUE = "x" * 1024
 
 
-def floor(path: Path, ops: int) -> tuple[float, float]:
+Phase = tuple[float, float]
+"""One phase's operations per second (wall clock) and milliseconds of CPU per operation."""
+
+
+class _Clock:
+    """Wall and CPU time of one phase of ``ops`` operations."""
+
+    def __init__(self, ops: int) -> None:
+        self.ops = ops
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> Phase:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return self.ops / wall, 1000 * cpu / self.ops
+
+
+def floor(path: Path, ops: int) -> tuple[Phase, Phase]:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE versions (name TEXT PRIMARY KEY, nonce BLOB, ciphertext BLOB)")
@@ -39,7 +58,7 @@ def floor(path: Path, ops: int) -> tuple[float, float]:
     )
     aead = AESGCM(os.urandom(32))
     plain = VALUE.encode()
-    start = time.perf_counter()
+    clock = _Clock(ops)
     for i in range(ops):
         db.execute("BEGIN IMMEDIATE")
         nonce = os.urandom(12)
@@ -50,8 +69,8 @@ def floor(path: Path, ops: int) -> tuple[float, float]:
             (time.time(), f"s{i}", hashlib.sha256(blob).hexdigest()),
         )
         db.execute("COMMIT")
-    set_rate = ops / (time.perf_counter() - start)
-    start = time.perf_counter()
+    set_phase = clock.stop()
+    clock = _Clock(ops)
     for i in range(ops):
         db.execute("BEGIN IMMEDIATE")
         nonce, blob = db.execute(
@@ -63,12 +82,12 @@ def floor(path: Path, ops: int) -> tuple[float, float]:
             (time.time(), f"s{i}", hashlib.sha256(blob).hexdigest()),
         )
         db.execute("COMMIT")
-    get_rate = ops / (time.perf_counter() - start)
+    get_phase = clock.stop()
     db.close()
-    return set_rate, get_rate
+    return set_phase, get_phase
 
 
-def strongroom(path: Path, ops: int) -> tuple[float, float]:
+def strongroom(path: Path, ops: int) -> tuple[Phase, Phase]:
     settings = Settings(
         database_url=f"sqlite:///{path}",
         kek=KekSpec("local", ""),
@@ -77,15 +96,15 @@ def strongroom(path: Path, ops: int) -> tuple[float, float]:
     )
     with Strongroom.open(settings) as room:
         room.set("bench", "warmup", {"v": VALUE})
-        start = time.perf_counter()
+        clock = _Clock(ops)
         for i in range(ops):
             room.set("bench", f"s{i}", {"v": VALUE})
-        set_rate = ops / (time.perf_counter() - start)
-        start = time.perf_counter()
+        set_phase = clock.stop()
+        clock = _Clock(ops)
         for i in range(ops):
             assert room.get("bench", f"s{i}", "v").data["v"] == VALUE
-        get_rate = ops / (time.perf_counter() - start)
-    return set_rate, get_rate
+        get_phase = clock.stop()
+    return set_phase, get_phase
 
 
 def main() -> None:
@@ -99,14 +118,13 @@ def main() -> None:
         for i in range(args.rounds):
             floors.append(floor(Path(tmp) / f"floor{i}.db", args.ops))
             rooms.append(strongroom(Path(tmp) / f"strongroom{i}.db", args.ops))
-    floor_set = statistics.median(f[0] for f in floors)
-    floor_get = statistics.median(f[1] for f in floors)
-    room_set = statistics.median(r[0] for r in rooms)
-    room_get = statistics.median(r[1] for r in rooms)
-    print(
-        f"floor_set={floor_set:.0f} floor_get={floor_get:.0f} set={room_set:.0f} get={room_get:.0f}"
-    )
-    print(f"ratio set={room_set / floor_set:.2f} get={room_get / floor_get:.2f}")
+    rates = [statistics.median(run[phase][0] for run in runs)
+             for runs in (floors, rooms) for phase in (0, 1)]  # fmt: skip
+    cpu = [statistics.median(run[phase][1] for run in runs)
+           for runs in (floors, rooms) for phase in (0, 1)]  # fmt: skip
+    print("floor_set={:.0f} floor_get={:.0f} set={:.0f} get={:.0f}".format(*rates))
+    print("cpu_ms floor_set={:.3f} floor_get={:.3f} set={:.3f} get={:.3f}".format(*cpu))
+    print(f"ratio set={rates[2] / rates[0]:.2f} get={rates[3] / rates[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -415,7 +415,7 @@ def test_the_check_reads_an_index_of_writes_not_the_whole_log(
     with Strongroom.open(make_settings(sqlite_url)) as room:
         room.set("ns", "db", {"password": "p1"})
         with room.engine.connect() as conn:
-            compiled = getattr(repo, statement).compile(conn)
+            compiled = getattr(repo, statement).statement.compile(conn)
             bound = compiled.construct_params({"namespace": "ns", "name": "db", **params})
             positional = tuple(bound[name] for name in compiled.positiontup or ())
             plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional).all()

@@ -43,6 +43,7 @@ from strongroom.audit import (
 )
 from strongroom.errors import AuditError, IntegrityError
 from strongroom.store.engine import before_commit
+from strongroom.store.prepared import Prepared
 from strongroom.store.schema import (
     SECRET_WRITES_WHERE,
     DataKeyState,
@@ -157,13 +158,16 @@ _VERSION_COLUMNS = (
 )
 
 
-# Hot-path statements are built once: SQLAlchemy memoises a statement's cache key on the
-# object, so reusing it skips rebuilding and re-keying the expression on every call.
-_FIND_SECRET = select(*_SECRET_COLUMNS).where(
+# Hot-path statements are built once and run through store.prepared (on SQLite, the driver's
+# cursor with the statement compiled once). Their rows are read by position.
+_SELECT_SECRET = select(*_SECRET_COLUMNS).where(
     secrets.c.namespace == bindparam("namespace"), secrets.c.name == bindparam("name")
 )
-_LOCK_SECRET = _FIND_SECRET.with_for_update()
-_INSERT_SECRET = insert(secrets)
+_FIND_SECRET = Prepared(_SELECT_SECRET)
+_LOCK_SECRET = Prepared(_SELECT_SECRET.with_for_update())
+_NEW_SECRET_COLUMNS = ("namespace", "name", "description", "current_version", "created_at",
+                       "updated_at", "namespace_uid")  # fmt: skip
+_INSERT_SECRET = Prepared(insert(secrets), column_keys=_NEW_SECRET_COLUMNS)
 
 
 def find_secret(
@@ -171,8 +175,8 @@ def find_secret(
 ) -> SecretRow | None:
     """The secret's row; ``lock``: held until the transaction ends (``FOR UPDATE``)."""
     query = _LOCK_SECRET if lock else _FIND_SECRET
-    row = conn.execute(query, {"namespace": namespace, "name": name}).first()
-    return None if row is None else _secret(row)
+    row = query.first(conn, {"namespace": namespace, "name": name})
+    return None if row is None else SecretRow(*row)
 
 
 def lock_secret_by_id(conn: Connection, secret_id: int) -> SecretRow | None:
@@ -249,7 +253,7 @@ def _writes_of(namespace: Any, name: Any) -> Any:
     )  # fmt: skip
 
 
-_NEWEST_WRITE = (
+_NEWEST_WRITE = Prepared(
     select(audit_events.c.seq, audit_events.c.action)
     .where(_writes_of(bindparam("namespace"), bindparam("name")))
     .order_by(audit_events.c.seq.desc())
@@ -259,8 +263,8 @@ _NEWEST_WRITE = (
 
 def newest_write(conn: Connection, namespace: str, name: str) -> Write | None:
     """The newest write of ``namespace/name`` recorded in the audit chain."""
-    row = conn.execute(_NEWEST_WRITE, {"namespace": namespace, "name": name}).first()
-    return None if row is None else Write(int(row.seq), str(row.action))
+    row = _NEWEST_WRITE.first(conn, {"namespace": namespace, "name": name})
+    return None if row is None else Write(int(row[0]), str(row[1]))
 
 
 def lock_secret(
@@ -285,9 +289,9 @@ def lock_secret(
     """
     where = {"namespace": namespace, "name": name}
     if not absent:
-        row = conn.execute(_LOCK_SECRET, where).first()
+        row = _LOCK_SECRET.first(conn, where)
         if row is not None:
-            return _secret(row)
+            return SecretRow(*row)
     values = {
         "namespace": namespace,
         "name": name,
@@ -299,16 +303,13 @@ def lock_secret(
     }
     if conn.dialect.name == "sqlite":
         # BEGIN IMMEDIATE holds the only write lock: nobody can have created it meanwhile.
-        result = conn.execute(_INSERT_SECRET, values)
-        key = result.inserted_primary_key
-        assert key is not None  # noqa: S101 - an INSERT always yields a key
-        return SecretRow(id=int(key[0]), **values)  # type: ignore[arg-type]
+        return SecretRow(id=_INSERT_SECRET.insert(conn, values), **values)  # type: ignore[arg-type]
     conn.execute(
         pg_insert(secrets)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["namespace", "name"])
     )
-    return _secret(conn.execute(_LOCK_SECRET, where).one())
+    return _secret(conn.execute(_LOCK_SECRET.statement, where).one())
 
 
 _SET_NAMESPACE_UID = (
@@ -371,7 +372,7 @@ def delete_secret(conn: Connection, secret_id: int) -> None:
 # --- versions ------------------------------------------------------------------------------
 
 
-_VERSION_ROWS = (
+_VERSION_ROWS = Prepared(
     select(*_VERSION_COLUMNS)
     .where(
         secret_versions.c.secret_id == bindparam("secret_id"),
@@ -379,8 +380,12 @@ _VERSION_ROWS = (
     )
     .order_by(secret_versions.c.key)
 )
-_INSERT_VERSION = insert(secret_versions)
-_MARK_PREVIOUS = (
+_INSERT_VERSION = Prepared(
+    insert(secret_versions),
+    column_keys=("secret_id", "version", "key", "data_key_id", "format", "salt", "nonce",
+                 "ciphertext", "state", "created_by", "created_at"),
+)  # fmt: skip
+_MARK_PREVIOUS = Prepared(
     update(secret_versions)
     .where(
         secret_versions.c.secret_id == bindparam("sid"),
@@ -388,7 +393,7 @@ _MARK_PREVIOUS = (
     )
     .values(state=VersionState.PREVIOUS)
 )
-_ADVANCE_SECRET = (
+_ADVANCE = (
     update(secrets)
     .where(secrets.c.id == bindparam("sid"))
     .values(
@@ -400,7 +405,8 @@ _ADVANCE_SECRET = (
         manifest_mac=bindparam("m_mac"),
     )
 )
-_ADVANCE_SECRET_DESCRIBED = _ADVANCE_SECRET.values(description=bindparam("new_description"))
+_ADVANCE_SECRET = Prepared(_ADVANCE)
+_ADVANCE_SECRET_DESCRIBED = Prepared(_ADVANCE.values(description=bindparam("new_description")))
 
 
 # The newest write of the secret, in the same statement (and so the same snapshot) as the
@@ -410,7 +416,7 @@ _NEWEST_WRITE_OF_SECRET = (
     .where(_writes_of(secrets.c.namespace, secrets.c.name))
     .scalar_subquery()
 )
-_READ_VERSION = (
+_READ_VERSION = Prepared(
     select(
         *_SECRET_COLUMNS,
         _NEWEST_WRITE_OF_SECRET.label("newest_write"),
@@ -432,13 +438,11 @@ def read_version(
 ) -> tuple[SecretRow, list[VersionRow], int | None] | None:
     """A secret, the rows of one version (default: current) and the sequence number of the
     secret's newest write in the audit chain, in one round trip."""
-    rows = conn.execute(
-        _READ_VERSION, {"namespace": namespace, "name": name, "version": version}
-    ).all()
+    rows = _READ_VERSION.all(conn, {"namespace": namespace, "name": name, "version": version})
     if not rows:
         return None
     offset = len(_SECRET_COLUMNS)
-    secret = SecretRow(*(rows[0][i] for i in range(offset)))
+    secret = SecretRow(*rows[0][:offset])
     newest = rows[0][offset]
     return (
         secret,
@@ -448,8 +452,8 @@ def read_version(
 
 
 def version_rows(conn: Connection, secret_id: int, version: int) -> list[VersionRow]:
-    rows = conn.execute(_VERSION_ROWS, {"secret_id": secret_id, "version": version})
-    return [VersionRow(**row._mapping) for row in rows]
+    rows = _VERSION_ROWS.all(conn, {"secret_id": secret_id, "version": version})
+    return [VersionRow(*row) for row in rows]
 
 
 def add_version(
@@ -469,8 +473,8 @@ def add_version(
     ``manifest`` is written in the same statement that moves ``current_version``, as the
     schema's trigger requires.
     """
-    conn.execute(
-        _INSERT_VERSION,
+    _INSERT_VERSION.execute_many(
+        conn,
         [
             {
                 "secret_id": secret.id,
@@ -489,7 +493,7 @@ def add_version(
         ],
     )
     if secret.current_version:
-        conn.execute(_MARK_PREVIOUS, {"sid": secret.id, "old_version": secret.current_version})
+        _MARK_PREVIOUS.execute(conn, {"sid": secret.id, "old_version": secret.current_version})
     if kept_from(version, keep_versions) > 1:
         destroy_versions_before(conn, secret.id, kept_from(version, keep_versions))
     params: dict[str, object] = {
@@ -497,9 +501,9 @@ def add_version(
         "m_counter": manifest.counter, "m_key": manifest.key, "m_mac": manifest.mac,
     }  # fmt: skip
     if description is None:
-        conn.execute(_ADVANCE_SECRET, params)
+        _ADVANCE_SECRET.execute(conn, params)
     else:
-        conn.execute(_ADVANCE_SECRET_DESCRIBED, {**params, "new_description": description})
+        _ADVANCE_SECRET_DESCRIBED.execute(conn, {**params, "new_description": description})
 
 
 def kept_from(version: int, keep_versions: int) -> int:
@@ -517,18 +521,20 @@ def live_rows(conn: Connection, secret_id: int) -> list[VersionRow]:
     return [VersionRow(**row._mapping) for row in rows]
 
 
+_DESTROY_BEFORE = Prepared(
+    update(secret_versions)
+    .where(
+        secret_versions.c.secret_id == bindparam("sid"),
+        secret_versions.c.version < bindparam("before"),
+        secret_versions.c.state != VersionState.DESTROYED,
+    )
+    .values(state=VersionState.DESTROYED, ciphertext=None, salt=None, nonce=None)
+)
+
+
 def destroy_versions_before(conn: Connection, secret_id: int, version: int) -> int:
     """Erase the ciphertext of versions older than ``version``; the row stays as history."""
-    result = conn.execute(
-        update(secret_versions)
-        .where(
-            secret_versions.c.secret_id == secret_id,
-            secret_versions.c.version < version,
-            secret_versions.c.state != VersionState.DESTROYED,
-        )
-        .values(state=VersionState.DESTROYED, ciphertext=None, salt=None, nonce=None)
-    )
-    return int(result.rowcount)
+    return _DESTROY_BEFORE.execute(conn, {"sid": secret_id, "before": version})
 
 
 def version_history(conn: Connection, secret_id: int) -> list[tuple[int, str, str, datetime]]:
@@ -796,7 +802,7 @@ def has_data_keys(conn: Connection) -> bool:
 # --- audit ---------------------------------------------------------------------------------
 
 
-_LOCK_HEAD = (
+_LOCK_HEAD = Prepared(
     select(audit_head.c.seq, audit_head.c.hash, audit_head.c.mac)
     .where(audit_head.c.id == 1)
     .with_for_update()
@@ -804,9 +810,14 @@ _LOCK_HEAD = (
 _KEYED_BY = select(func.count()).select_from(audit_keys).where(
     audit_keys.c.first_seq <= bindparam("seq")
 )
-_INSERT_EVENT = insert(audit_events)
+_EVENT_COLUMNS = ("seq", "time", "actor", "action", "namespace", "name", "key", "version",
+                  "outcome", "detail", "prev_hash", "hash")  # fmt: skip
+_INSERT_EVENT = Prepared(insert(audit_events), column_keys=_EVENT_COLUMNS)
+_INSERT_EVENT_WITH_ORIGIN = Prepared(
+    insert(audit_events), column_keys=(*_EVENT_COLUMNS, "origin")
+)
 _HEAD_CACHE = "strongroom.audit_head"
-_ADVANCE_HEAD = (
+_ADVANCE_HEAD = Prepared(
     update(audit_head)
     .where(audit_head.c.id == 1)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"), mac=bindparam("new_mac"))
@@ -838,13 +849,14 @@ def append_audit(conn: Connection, event: AuditEvent, *, key: ChainKey) -> Audit
 
 def lock_audit_head(conn: Connection) -> ChainHead:
     """Read the head and hold its lock until the transaction ends (creators of the key queue)."""
-    head = _locked_head(conn)
-    return ChainHead(int(head.seq), str(head.hash))
+    seq, link, _mac = _locked_head(conn)
+    return ChainHead(int(seq), str(link))
 
 
-def _locked_head(conn: Connection) -> Any:
-    """The head row, locked; its absence (only tampering removes it) stops every write."""
-    head = conn.execute(_LOCK_HEAD).one_or_none()
+def _locked_head(conn: Connection) -> tuple[Any, ...]:
+    """The head row (seq, hash, mac), locked; its absence (only tampering removes it) stops
+    every write."""
+    head = _LOCK_HEAD.first(conn)
     if head is None:
         raise AuditError(
             "not done: the audit chain's head row is missing (the database was altered), so "
@@ -890,17 +902,17 @@ def append_audits(
     if cached is not None and cached[0] is root:
         seq, prev_hash, sealed_here = cached[1], cached[2], cached[4]
     else:  # first append of this transaction: read (and lock) the head
-        head = _locked_head(conn)
-        seq, prev_hash, sealed_here = int(head.seq), str(head.hash), []
-        _check_head(conn, key, seq, prev_hash, str(head.mac or ""))
+        head_seq, head_hash, head_mac = _locked_head(conn)
+        seq, prev_hash, sealed_here = int(head_seq), str(head_hash), []
+        _check_head(conn, key, seq, prev_hash, str(head_mac or ""))
     placed: list[AuditEvent] = []
     for event in events:
         sealed = seal_event(event, seq=seq + 1, prev_hash=prev_hash, key=key)
         placed.append(sealed)
         seq, prev_hash = sealed.seq, sealed.hash
     with_origin = any(one.origin for one in placed)
-    conn.execute(
-        _INSERT_EVENT,
+    (_INSERT_EVENT_WITH_ORIGIN if with_origin else _INSERT_EVENT).execute_many(
+        conn,
         [
             {
                 "seq": one.seq,
@@ -939,8 +951,8 @@ def flush_audit_head(conn: Connection) -> None:
     cached = conn.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is conn.get_transaction():
         _root, seq, link, key, sealed_here = cached
-        conn.execute(
-            _ADVANCE_HEAD, {"new_seq": seq, "new_hash": link, "new_mac": key.head(seq, link)}
+        _ADVANCE_HEAD.execute(
+            conn, {"new_seq": seq, "new_hash": link, "new_mac": key.head(seq, link)}
         )
         publisher = _PUBLISHERS.get(conn.engine)
         if publisher is not None and sealed_here:
