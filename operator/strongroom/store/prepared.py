@@ -29,9 +29,10 @@ keeping. Rows come back as plain tuples either way, so callers read them by posi
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Delete, Insert, Select, Update
 from sqlalchemy.engine import Dialect
@@ -59,18 +60,24 @@ class _Compiled:
             unknown = sorted(set(params) - self.accepted)
             raise ValueError(f"the statement takes no parameter {unknown[0]!r}: {self.sql}")
         literals = self.literals
-        values = [params[n] if n in params else literals[n] for n in self.names]
+        if literals:
+            values = [params[n] if n in params else literals[n] for n in self.names]
+        else:
+            values = [params[n] for n in self.names]
         for position, process in self.binds:
             values[position] = process(values[position])
         return values
 
-    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+    def row(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
         if not self.results:
-            return tuple(raw)
+            return raw  # sqlite3 rows are tuples already
         values = list(raw)
         for column, process in self.results:
             values[column] = process(values[column])
         return tuple(values)
+
+
+_NONE: Params = {}
 
 
 class Prepared:
@@ -85,27 +92,27 @@ class Prepared:
 
     # -- the calls ------------------------------------------------------------------------
 
-    def all(self, conn: Connection, params: Params | None = None) -> list[tuple[Any, ...]]:
+    def all(self, conn: Connection, params: Params = _NONE) -> list[tuple[Any, ...]]:
         compiled = self._fast(conn)
         if compiled is None:
-            return [tuple(row) for row in conn.execute(self.statement, dict(params or {}))]
-        cursor = self._run(conn, compiled, params or {})
-        return [compiled.row(row) for row in cursor.fetchall()]
+            return [tuple(row) for row in conn.execute(self.statement, dict(params))]
+        rows = self._run(conn, compiled, params).fetchall()
+        return [compiled.row(row) for row in rows] if compiled.results else rows
 
-    def first(self, conn: Connection, params: Params | None = None) -> tuple[Any, ...] | None:
+    def first(self, conn: Connection, params: Params = _NONE) -> tuple[Any, ...] | None:
         compiled = self._fast(conn)
         if compiled is None:
-            found = conn.execute(self.statement, dict(params or {})).first()
+            found = conn.execute(self.statement, dict(params)).first()
             return None if found is None else tuple(found)
-        row = self._run(conn, compiled, params or {}).fetchone()
+        row = self._run(conn, compiled, params).fetchone()
         return None if row is None else compiled.row(row)
 
-    def execute(self, conn: Connection, params: Params | None = None) -> int:
+    def execute(self, conn: Connection, params: Params) -> int:
         """An INSERT, UPDATE or DELETE; returns the number of rows it matched."""
         compiled = self._fast(conn)
         if compiled is None:
-            return int(conn.execute(self.statement, dict(params or {})).rowcount)
-        return int(self._run(conn, compiled, params or {}).rowcount)
+            return int(conn.execute(self.statement, dict(params)).rowcount)
+        return int(self._run(conn, compiled, params).rowcount)
 
     def insert(self, conn: Connection, params: Params) -> int:
         """An INSERT of one row; returns its integer primary key."""
@@ -126,10 +133,9 @@ class Prepared:
         if compiled is None:
             conn.execute(self.statement, [dict(row) for row in rows])
             return
-        driver = conn.connection.dbapi_connection
-        assert driver is not None  # noqa: S101 - inside a transaction
+        driver = cast(sqlite3.Connection, conn.connection.dbapi_connection)
         try:
-            driver.cursor().executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+            driver.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
         except compiled.error as exc:
             raise _translated(conn.dialect, compiled, exc) from None
 
@@ -137,13 +143,12 @@ class Prepared:
 
     def _fast(self, conn: Connection) -> _Compiled | None:
         """The compiled form when this connection can take it; None: use SQLAlchemy's path."""
-        dialect = conn.dialect
-        if dialect.name != "sqlite" or not conn.in_transaction():
+        if conn.dialect.name != "sqlite" or not conn.in_transaction():
             return None
         compiled = self._compiled  # SQLite's dialect compiles the same text for every engine
         if compiled is None:
             with self._lock:
-                compiled = self._compiled = self._compiled or self._compile(dialect)
+                compiled = self._compiled = self._compiled or self._compile(conn.dialect)
         return compiled
 
     def _compile(self, dialect: Dialect) -> _Compiled:
@@ -166,13 +171,10 @@ class Prepared:
                          tuple(results), dialect.loaded_dbapi.Error)  # fmt: skip
 
     @staticmethod
-    def _run(conn: Connection, compiled: _Compiled, params: Params) -> Any:
-        driver = conn.connection.dbapi_connection
-        assert driver is not None  # noqa: S101 - inside a transaction
+    def _run(conn: Connection, compiled: _Compiled, params: Params) -> sqlite3.Cursor:
+        driver = cast(sqlite3.Connection, conn.connection.dbapi_connection)
         try:
-            cursor = driver.cursor()
-            cursor.execute(compiled.sql, compiled.parameters(params))
-            return cursor
+            return driver.execute(compiled.sql, compiled.parameters(params))
         except compiled.error as exc:
             raise _translated(conn.dialect, compiled, exc) from None
 
