@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import socket
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -270,3 +272,32 @@ def test_attack_a_redirect_cannot_carry_the_token_off_in_clear_text(tmp_path: Pa
         with _listening(_catcher([], redirect), tmp_path) as port:
             _cli(port, tmp_path, "--token-file", str(token_file))
     assert all(token not in header for header in plain), "the token went out over plain HTTP"
+
+
+@pytest.mark.xfail(strict=True, reason="open hole: aiohttp has no deadline for a request's "
+                   "headers; an anonymous client holds a connection open as long as it likes")  # fmt: skip
+def test_attack_an_anonymous_client_cannot_hold_a_connection_by_trickling_headers(
+    api: ApiClient,
+) -> None:
+    """Slowloris: no token is needed, since nothing is checked before the headers end. One
+    header line a second keeps the connection (a file descriptor, a TLS session, a buffer)
+    forever; a few thousand such clients exhaust the server's descriptors and every tenant
+    is refused. A server should drop a client whose headers take more than a few seconds;
+    20 s is generous."""
+    context = ssl.create_default_context(cafile=str(api.ca_file))
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:  # fmt: skip
+        conn.sendall(f"GET {_base()} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        conn.settimeout(1)
+        start = time.monotonic()
+        while time.monotonic() - start < 20:
+            try:
+                conn.recv(1024)
+                return  # answered (408) or dropped: the hole is closed
+            except TimeoutError:
+                pass
+            try:
+                conn.sendall(b"X-Trickle: 1\r\n")
+            except OSError:
+                return
+        pytest.fail("a client trickling headers was still connected after 20 s")
