@@ -39,21 +39,14 @@ def _base(ns: str = NS) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def api(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
+    """``strongroom serve`` on a SQLite store, with the default rate limit."""
     store = f"sqlite:///{tmp_path_factory.mktemp('attack2') / 'store.db'}"
-    proc = ServerProcess(kube, child_env(store, MASTER_KEY.hex()),
-                         tmp_path_factory.mktemp("attack2-srv"),
-                         extra=("--decision-cache-seconds", "1"))  # fmt: skip
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> ApiClient:
-    return ApiClient(server.port, server.root / "api-ca.crt")
+    server = ServerProcess(kube, child_env(store, MASTER_KEY.hex()),
+                           tmp_path_factory.mktemp("attack2-srv"),
+                           extra=("--decision-cache-seconds", "1"))  # fmt: skip
+    with server.running() as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +210,12 @@ def test_attack_the_cli_does_not_hand_the_kubeconfig_token_to_any_server(tmp_pat
 @pytest.mark.xfail(strict=True, reason="open hole: the self-signed server certificate is a CA "
                    "(BasicConstraints ca=True) whose key sits in a Secret")  # fmt: skip
 def test_attack_the_self_signed_certificate_cannot_vouch_for_other_hosts() -> None:
-    """The self-signed certificate is published as ``ca.crt`` (ConfigMap ``<release>-api-ca``)
-    for clients to trust, and it is a CA: whoever reads the TLS Secret (any reader of Secrets
-    in the release namespace) can sign a certificate for any host name, and every client or
-    pod trust bundle that took ``ca.crt`` accepts it. A server certificate needs ca=False."""
+    """``strongroom serve --tls-secret`` generates its certificate into a Secret and publishes
+    it there as ``ca.crt`` for clients to trust, and it is a CA (path length 0, no name
+    constraints): whoever reads that Secret's key (any reader of Secrets in its namespace)
+    can sign a certificate for any host name, and every client or trust bundle that took
+    ``ca.crt`` accepts it for that host. A server certificate needs ca=False. (The chart's
+    Helm-generated certificate is not this code.)"""
     from cryptography import x509
 
     pair = tls.self_signed(["strongroom-api.strongroom-system.svc"])
