@@ -7,11 +7,13 @@ try the spellings an attacker would: ``..``, ``%2F``, upper case.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import http.client
 import json
 import ssl
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,15 @@ class ServerProcess:
 
         wait_until(ready, timeout=60, what="strongroom serve", proc=self.proc, log=self.log_path)
         return ca[0]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ApiClient]:
+        """Started for the block (a module fixture's whole life), then stopped."""
+        client = self.start()
+        try:
+            yield client
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """SIGTERM, as a pod is stopped: the server finishes its requests and exits."""
