@@ -10,10 +10,13 @@ Credentials, first found wins:
 
 1. ``--token-file PATH`` (e.g. a projected ServiceAccount token with audience ``strongroom``,
    in CI), read on every call, so a token the kubelet rotates is picked up;
-2. the kubeconfig's user (``KUBECONFIG`` or ``~/.kube/config``), loaded by the kubernetes
-   client: a token, or an exec plugin's (``aws eks get-token``, ``gke-gcloud-auth-plugin``…).
-   Such tokens are made for the apiserver: the server accepts them only when started with
-   ``--accept-default-audiences``.
+2. with ``--kubeconfig-token`` only, the kubeconfig's user (``KUBECONFIG`` or
+   ``~/.kube/config``), loaded by the kubernetes client: a token, or an exec plugin's (``aws eks
+   get-token``, ``gke-gcloud-auth-plugin``…). Such tokens are made for the apiserver (and often
+   an administrator's): never sent unasked to whatever ``--server`` names, and the server
+   accepts them only when started with ``--accept-default-audiences``.
+
+Redirects are refused: one would carry the token wherever it points.
 
 The server's certificate is verified against ``--ca-file`` (the chart publishes its CA in the
 ConfigMap ``<release>-api-ca``), or the system's trust store.
@@ -45,6 +48,7 @@ from strongroom.errors import (
 )
 
 ENV_SERVER = "STRONGROOM_SERVER"
+ENV_KUBECONFIG_TOKEN = "STRONGROOM_KUBECONFIG_TOKEN"  # noqa: S105 - a variable name
 TIMEOUT_SECONDS = 30.0
 _ERRORS: dict[str, type[StrongroomError]] = {
     "invalid": ValidationError,
@@ -60,9 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", metavar="URL",
                         help=f"use the values API at URL instead of the store (also {ENV_SERVER})")  # fmt: skip
     parser.add_argument("--token-file", metavar="PATH",
-                        help="with --server: a bearer token file (default: the kubeconfig's user)")  # fmt: skip
+                        help="with --server: a bearer token file (or --kubeconfig-token)")  # fmt: skip
     parser.add_argument("--ca-file", metavar="PATH",
                         help="with --server: CA certificates to verify the server with")  # fmt: skip
+    parser.add_argument("--kubeconfig-token", action="store_true",
+                        help="with --server and no --token-file: send the kubeconfig user's token "
+                             "(made for the apiserver) to the server; only to a server you trust "
+                             f"with it (also {ENV_KUBECONFIG_TOKEN}=true)")  # fmt: skip
 
 
 def server_of(args: argparse.Namespace) -> str | None:
@@ -82,7 +90,29 @@ def connect(args: argparse.Namespace, server: str) -> RemoteStrongroom:
         context = ssl.create_default_context(cafile=args.ca_file)
     except (OSError, ssl.SSLError):
         raise ConfigError(f"--ca-file: cannot load {args.ca_file}") from None
+    kubeconfig = bool(getattr(args, "kubeconfig_token", False)) or (
+        os.environ.get(ENV_KUBECONFIG_TOKEN, "").strip().lower() in {"1", "true", "yes"}
+    )
+    if not args.token_file and not kubeconfig:
+        # The kubeconfig's token opens the apiserver (often as an administrator): a server
+        # named by a stray STRONGROOM_SERVER or a typo must not receive it unasked.
+        raise ConfigError(
+            f"--server {server}: give --token-file (a token with audience strongroom), or "
+            "--kubeconfig-token to send your kubeconfig's token to this server"
+        )
     return RemoteStrongroom(server.rstrip("/"), context, token_file=args.token_file)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a redirect (perhaps to http://, or another host) would carry
+    the bearer token wherever it points, so it is refused as the error it is."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def _opener(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirects)
 
 
 class RemoteStrongroom:
@@ -169,9 +199,7 @@ class RemoteStrongroom:
             self.url + path, data=data, method=method, headers=headers
         )
         try:
-            opened = urllib.request.urlopen(  # noqa: S310 - connect() admits https:// only
-                request, context=self.context, timeout=TIMEOUT_SECONDS
-            )
+            opened = _opener(self.context).open(request, timeout=TIMEOUT_SECONDS)
             with opened as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:

@@ -385,7 +385,8 @@ def test_the_cli_through_the_server_prints_what_direct_mode_prints(
         "--token-file": ({**plain, "STRONGROOM_SERVER": api.url},
                          ["--token-file", str(tmp_path / "token"), "--ca-file", str(api.ca_file)]),
         **{f"kubeconfig ({kind})": ({**plain, "KUBECONFIG": str(path)},
-                                    ["--server", api.url, "--ca-file", str(api.ca_file)])
+                                    ["--server", api.url, "--ca-file", str(api.ca_file),
+                                     "--kubeconfig-token"])
            for kind, path in kubeconfigs.items()},
     }  # fmt: skip
     ref = f"{NS}/cli-demo"

@@ -118,7 +118,9 @@ class Reviewer:
         self._identities = _TtlCache(cache_seconds)
         self._decisions = _TtlCache(cache_seconds)
 
-    async def authenticate(self, header: str | None) -> Identity:
+    async def authenticate(
+        self, header: str | None, *, before_review: Callable[[], None] = lambda: None
+    ) -> Identity:
         scheme, _, token = (header or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -128,6 +130,7 @@ class Reviewer:
         known = self._identities.get(digest)
         if known is not None:
             return known  # type: ignore[no-any-return]
+        before_review()  # a review costs the apiserver: the caller may refuse it first (429)
         identity = await asyncio.to_thread(self._review, token, [AUDIENCE])
         if identity is None and self.accept_default_audiences:
             identity = await asyncio.to_thread(self._review, token, None)

@@ -7,6 +7,7 @@ forgotten, so memory follows the number of active callers, not of callers ever s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,20 @@ class RateLimiter:
         self.burst = burst
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+
+    def check(self, caller: str) -> None:
+        """Raise 429 if ``caller`` has no allowance left, without spending any."""
+        now = self._clock()
+        tokens, at = self._buckets.get(caller, (float(self.burst), now))
+        if min(float(self.burst), tokens + (now - at) * self.rate) < 1:
+            wait = math.ceil((1 - tokens) / self.rate)
+            raise ApiError("rate_limited", "too many refused requests from this address; retry "
+                           "later", headers={"Retry-After": str(max(wait, 1))})  # fmt: skip
+
+    def spend(self, caller: str) -> None:
+        """Spend one of ``caller``'s allowance, never raising (a failure is charged)."""
+        with contextlib.suppress(ApiError):
+            self.take(caller)
 
     def take(self, caller: str) -> None:
         """Spend one request of ``caller``'s allowance, or raise 429."""

@@ -86,6 +86,7 @@ class Call:
     name: str
     origin: str
     room: Strongroom
+    create_only: bool = False  # a set allowed by `create` alone: it may not overwrite
 
     async def run(self, work: Callable[[], Any]) -> Any:
         """``work`` in a worker thread, with this call's audit origin set."""
@@ -121,7 +122,8 @@ def _caller_source(request: web.Request) -> str:
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
-Verb = str | Callable[[Strongroom, str, str], str]
+Verb = str
+SET = "create|update"  # a set: create (no version yet) or update, see _decide_set
 
 
 def _guarded(server: Server, route: str, op: str, verb: Verb, handler: Handler,
@@ -133,21 +135,35 @@ def _guarded(server: Server, route: str, op: str, verb: Verb, handler: Handler,
         decision = "none"
         code = 500
         try:
-            identity = await server.reviewer.authenticate(request.headers.get("Authorization"))
+            # Refused authentications are charged to the address they came from, so that no
+            # one sends the apiserver unbounded TokenReviews; tokens already known pass.
+            refused = f"unauthenticated:{_caller_source(request)}"
+            try:
+                identity = await server.reviewer.authenticate(
+                    request.headers.get("Authorization"),
+                    before_review=lambda: server.limiter.check(refused),
+                )
+            except ApiError as exc:
+                if exc.code == "unauthenticated":
+                    server.limiter.spend(refused)
+                raise
             server.limiter.take(identity.uid or identity.username)
             namespace = _segment(request, 3, _NAMESPACE, "namespace")
             name = _segment(request, 5, _NAME, "secret name") if named else ""
             room = server.room()
             if room is None:
                 raise ApiError("unavailable", "the store is not open yet; retry shortly")  # noqa: TRY301
-            wanted = verb if isinstance(verb, str) else await asyncio.to_thread(
-                verb, room, namespace, name)  # fmt: skip
-            answer = await server.reviewer.authorize(identity, wanted, namespace, name)
+            create_only = False
+            if verb == SET:
+                answer, create_only = await _decide_set(server, identity, room, namespace, name)
+            else:
+                answer = await server.reviewer.authorize(identity, verb, namespace, name)
             source = _caller_source(request)
             decision = "allowed" if answer.allowed else "denied"
             if not answer.allowed:
                 await _deny(room, identity, source, answer, op)
-            call = Call(request, identity, namespace, name, origin(identity, source, answer), room)
+            call = Call(request, identity, namespace, name, origin(identity, source, answer), room,
+                        create_only)  # fmt: skip
             result = await handler(call)
             code = result.status
             return result
@@ -182,15 +198,33 @@ async def _deny(
     raise ApiError("forbidden", f"{identity.username} may not do this: it needs {answer.right}")
 
 
-def _set_verb(room: Strongroom, namespace: str, name: str) -> str:
-    """``update`` when the secret has a version, ``create`` when it has none."""
+async def _decide_set(
+    server: Server, identity: Identity, room: Strongroom, namespace: str, name: str
+) -> tuple[Decision, bool]:
+    """A set is ``create`` when the secret has no version and ``update`` when it has one.
+
+    Both rights are asked first, before the store is read: a caller with neither learns
+    nothing of whether the secret exists (403 "create or update"). With one of them, the store
+    says which is needed; a set allowed by ``create`` alone is written only if the secret is
+    still absent then (``if_absent``), so a race cannot turn it into an overwrite (409).
+    Returns the decision and whether the write must be create-only.
+    """
+    creating = await server.reviewer.authorize(identity, "create", namespace, name)
+    updating = await server.reviewer.authorize(identity, "update", namespace, name)
+    if creating.allowed and updating.allowed:
+        return updating, False
+    if not creating.allowed and not updating.allowed:
+        return dataclasses.replace(creating, verb="create or update"), False
     try:
-        room.history(namespace, name)
+        await asyncio.to_thread(room.history, namespace, name)
+        exists = True
     except NotFound:
-        return "create"
+        exists = False
     except StrongroomError as exc:
         raise from_store(exc) from None
-    return "update"
+    if exists:
+        return updating, False
+    return creating, True
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -201,6 +235,8 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ApiError("invalid", "the body is not JSON (UTF-8)") from None
+    except ValueError:  # e.g. an integer past Python's digit limit: not a value to store
+        raise ApiError("invalid", "the body holds a number too large to read") from None
     except RecursionError:
         raise ApiError("invalid", "the body nests objects or lists too deeply") from None
 
@@ -246,7 +282,8 @@ def _setter(replace: bool) -> Handler:
             raise ApiError("invalid", "description must be a string")
         version = await call.run(lambda: call.room.set(
             call.namespace, call.name, data, remove=unset, replace=replace,
-            description=description, actor=call.identity.username))  # fmt: skip
+            if_absent=call.create_only, description=description,
+            actor=call.identity.username))  # fmt: skip
         return _json({"namespace": call.namespace, "name": call.name, "version": version})
 
     return handle
@@ -332,8 +369,8 @@ def application(server: Server) -> web.Application:
         ("GET", BASE, BASE, "list", "list", _list, False),
         ("GET", one, one, "get", "get", _get, True),
         ("GET", f"{one}/keys/{{key}}", f"{one}/keys/{{key}}", "get", "get", _get, True),
-        ("PATCH", one, one, "set", _set_verb, _setter(replace=False), True),
-        ("PUT", one, one, "set", _set_verb, _setter(replace=True), True),
+        ("PATCH", one, one, "set", SET, _setter(replace=False), True),
+        ("PUT", one, one, "set", SET, _setter(replace=True), True),
         ("DELETE", one, one, "delete", "delete", _delete, True),
         ("GET", f"{one}/history", f"{one}/history", "history", "list", _history, True),
         ("POST", f"{one}/verify", f"{one}/verify", "verify", "verify", _verify, True),
