@@ -202,8 +202,6 @@ def test_attack_the_cli_does_not_hand_the_kubeconfig_token_to_any_server(tmp_pat
     assert any(admin_token in header for header in seen)
 
 
-@pytest.mark.xfail(strict=True, reason="open hole: the self-signed server certificate is a CA "
-                   "(BasicConstraints ca=True) whose key sits in a Secret")  # fmt: skip
 def test_attack_the_self_signed_certificate_cannot_vouch_for_other_hosts() -> None:
     """``strongroom serve --tls-secret`` generates its certificate into a Secret and publishes
     it there as ``ca.crt`` for clients to trust, and it is a CA (path length 0, no name
