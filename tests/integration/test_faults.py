@@ -115,6 +115,26 @@ def test_postgres_restart_mid_run(kube: KubeCluster, tmp_path: Path, postgres: P
         assert room.audit_verify().ok
 
 
+def test_an_operator_started_while_postgres_is_down_waits_for_it(
+    kube: KubeCluster, tmp_path: Path, postgres: PostgresServer, pg_url: str
+) -> None:
+    """A database restarting as the operator starts (a node reboot, a rollout of both): the
+    operator tries to open the store again instead of stopping for good."""
+    op = new_operator(kube, tmp_path, pg_url)
+    postgres.stop()
+    try:
+        op.start()
+        eventually(lambda: "cannot open the store yet" in op.log(), timeout=60,
+                   what="the operator retrying the store")  # fmt: skip
+    finally:
+        postgres.start()
+    try:
+        op.apply("late", {"data": [{"key": "pw", "generate": {}}]})
+        eventually(lambda: "late" in ready_names(op), timeout=90, what="late Ready")
+    finally:
+        op.stop()
+
+
 def test_apiserver_restart_mid_run(kube: KubeCluster, tmp_path: Path) -> None:
     op = new_operator(kube, tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
     op.start()

@@ -53,7 +53,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.api import Strongroom
 from strongroom.config import Settings
-from strongroom.errors import ConfigError, StrongroomError
+from strongroom.errors import ConfigError, StoreError, StrongroomError
 from strongroom.kubewrites import DirectWrites
 from strongroom.metrics import (
     MANAGED,
@@ -94,6 +94,7 @@ MAX_BACKOFF = 300.0
 QUIET_SECONDS = 1.0
 CONNECT_TIMEOUT = 10.0
 WATCH_SECONDS = 300
+OPEN_STORE_SECONDS = 120.0  # a database that is starting (or restarting) when the operator does
 
 
 @dataclasses.dataclass
@@ -243,7 +244,7 @@ class Runtime:
             concurrent.futures.ThreadPoolExecutor(self.workers * 2, thread_name_prefix="strongroom")
         )
         self.api = load_kube_config(self.workers * 2, self.api_timeout)
-        self.room = await asyncio.to_thread(Strongroom.open, self.settings)
+        self.room = await self._open_store()
         self.room.group_commit()
         try:
             hmac_key: bytes | None = await asyncio.to_thread(load_hmac_key, self.room, self.actor)
@@ -272,6 +273,21 @@ class Runtime:
                 leading=lambda: self.lease is None or bool(self.elector and self.elector.leading),
             )  # fmt: skip
         self._tasks.append(asyncio.create_task(self._checked_start(), name="strongroom-start"))
+
+    async def _open_store(self) -> Strongroom:
+        """The store, tried again while its database does not answer yet (starting, or
+        restarting as the operator starts) for up to OPEN_STORE_SECONDS; then the error."""
+        deadline = time.monotonic() + OPEN_STORE_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(Strongroom.open, self.settings)
+            except StoreError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("cannot open the store yet (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _checked_start(self) -> None:
         """Reconcile (or compete for the Lease) only once the store reaches the published audit
