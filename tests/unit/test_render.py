@@ -32,6 +32,9 @@ CANARY = "CANARY-5d1c-never-shown"
 STORED = {"user": "app", "password": "p@ss/w:rd", "db-name": "app", "canary": CANARY, "n": 3}
 
 
+BIG = json.dumps([[i] for i in range(100_000)])  # under 1 MiB; ~4 s for PyYAML to write
+
+
 def render(source: str, stored: dict[str, Any] | None = None) -> str:
     return _render_one("out", source, context_of(STORED if stored is None else stored))
 
@@ -168,6 +171,14 @@ def test_work_and_output_are_bounded(source: str, says: str) -> None:
     assert time.monotonic() - started < 5
     assert peak < 64 * 1024 * 1024
     assert says in str(error)
+
+
+def test_yaml_of_a_large_structure_is_refused_before_it_is_written() -> None:
+    """PyYAML would spend ~4 s on this (pure Python), past the deadline, which is checked only
+    between steps: each node counts as a loop step instead."""
+    started = time.monotonic()
+    assert "loop iterations" in str(refused("{{ big | fromJson | toYaml }}", {"big": BIG}))
+    assert time.monotonic() - started < 2
 
 
 FAILING_ON_A_VALUE = [
