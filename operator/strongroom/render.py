@@ -375,6 +375,11 @@ class TemplateSpec:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     merge_policy: str = "Replace"
+    config_maps: tuple[str, ...] = ()  # templateFrom: ConfigMaps of the namespace, in order
+
+    def with_sources(self, sources: Mapping[str, str]) -> TemplateSpec:
+        """This spec with templates from its ConfigMaps (an inline template wins)."""
+        return dataclasses.replace(self, data=tuple(sorted({**sources, **dict(self.data)}.items())))
 
 
 def _template_line(exc: BaseException) -> int | None:
@@ -472,11 +477,13 @@ def parse_template(raw: object) -> TemplateSpec | None:
         return None
     if not isinstance(raw, Mapping):
         raise policy.SpecRefusedError("target.template must be an object")
-    data = raw.get("data")
-    if not isinstance(data, Mapping) or not data or not all(
+    data = raw.get("data") or {}
+    config_maps = _config_maps(raw.get("templateFrom"))
+    if not isinstance(data, Mapping) or not (data or config_maps) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
-        raise policy.SpecRefusedError("target.template.data must map one key or more to a template")
+        raise policy.SpecRefusedError("target.template needs data (key -> template) or "
+                                      "templateFrom")  # fmt: skip
     for key in data:
         try:  # the store's rule for keys is Kubernetes' rule for Secret keys
             validate.key(key, write=True)
@@ -492,7 +499,22 @@ def parse_template(raw: object) -> TemplateSpec | None:
         policy.check_target_type(secret_type)
     return TemplateSpec(data=tuple(sorted(data.items())), type=secret_type,
                         labels=_strings(raw, "labels"), annotations=_strings(raw, "annotations"),
-                        merge_policy=str(merge))  # fmt: skip
+                        merge_policy=str(merge), config_maps=config_maps)  # fmt: skip
+
+
+def _config_maps(raw: object) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    names = [item.get("configMap", {}).get("name") if isinstance(item, Mapping)
+             and isinstance(item.get("configMap"), Mapping) else None
+             for item in (raw if isinstance(raw, list) else [None])]  # fmt: skip
+    for name in names:
+        try:
+            validate.name(name if isinstance(name, str) else "")
+        except ValidationError:
+            raise policy.SpecRefusedError("target.template.templateFrom items need "
+                                          "configMap.name, a ConfigMap name") from None  # fmt: skip
+    return tuple(str(n) for n in names)
 
 
 def _strings(raw: Mapping[str, Any], field: str) -> dict[str, str]:

@@ -155,6 +155,16 @@ class Spec:
         )
 
 
+def config_maps_of(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The ConfigMaps a spec takes templates from (leniently: for the watch, not for a sync)."""
+    target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
+    template = target.get("template") if isinstance(target, Mapping) else None
+    items = template.get("templateFrom") if isinstance(template, Mapping) else None
+    return frozenset(str(item["configMap"]["name"]) for item in items or ()
+                     if isinstance(item, Mapping) and isinstance(item.get("configMap"), Mapping)
+                     and item["configMap"].get("name"))  # fmt: skip
+
+
 def secret_type(spec: Mapping[str, Any]) -> str:
     """The type of the Secret a spec asks for: ``target.template.type`` when set (the template
     decides what the data is), else ``target.type``."""

@@ -33,7 +33,7 @@ from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from strongroom import policy, render
+from strongroom import policy, render, templatefrom
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
@@ -341,7 +341,8 @@ class Syncer:
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
-            desired = render.secret_data(spec.template, stored)
+            template = templatefrom.resolve(self.core, namespace, spec.template)
+            desired = render.secret_data(template, stored)
         except TemplateError as exc:  # fixed by a new spec or new values (both bring a sync)
             return Result(False, Reason.TEMPLATE_ERROR, clip(str(exc)), version=version,
                           generated=generated, permanent=True)  # fmt: skip

@@ -124,7 +124,9 @@ def test_a_template_reaches_no_other_managed_secret(op: OperatorProcess) -> None
 @pytest.mark.parametrize(("template", "says"), [
     pytest.param({"data": {"x": "a"}, "mergePolicy": "Sometimes"}, "mergePolicy must be",
                  id="merge-policy"),
-    pytest.param({"data": {}}, "one key or more", id="no-data"),
+    pytest.param({"data": {}}, "needs data (key -> template) or templateFrom", id="no-data"),
+    pytest.param({"templateFrom": [{"configMap": {"name": "Not_A_Name"}}]},
+                 "configMap.name must be a ConfigMap name", id="bad-configmap-name"),
     pytest.param({"data": {"..x": "a"}}, "template keys are Secret keys", id="bad-key"),
     pytest.param({"data": {"x": "a"}, "type": "kubernetes.io/service-account-token"},
                  "never writes", id="token-type"),
@@ -135,4 +137,33 @@ def test_the_apiserver_refuses_a_bad_template_with_its_message(
     with pytest.raises(urllib.error.HTTPError) as info:
         op.apply("bad", {"data": [{"key": "k"}], "target": {"template": template}})
     assert info.value.code == 422
-    assert says in info.value.read().decode()
+    assert says in json.loads(info.value.read())["message"]
+
+
+def test_templates_from_a_configmap_re_render_every_user_when_it_changes(
+    op: OperatorProcess,
+) -> None:
+    config_maps = f"/api/v1/namespaces/{op.namespace}/configmaps"
+    use = {"target": {"template": {"templateFrom": [{"configMap": {"name": "dsn"}}],
+                                   "data": {"own": "{{ user }}"}}}}  # fmt: skip
+    for name in ("one", "two"):
+        op.cli("secret", "set", f"{op.namespace}/{name}", f"user={name}", "password=pw")
+        op.apply(name, {"data": [{"key": "user"}, {"key": "password"}], **use})
+    # No ConfigMap yet: nothing is written, and the condition says which one is missing.
+    assert "ConfigMap dsn (templateFrom) does not exist" in condition(op, "one", "TemplateError")[
+        "message"]
+    assert op.secret("one") is None
+    op.kube.request("POST", config_maps, {"metadata": {"name": "dsn"}, "data": {
+        "url": "postgres://{{ user }}:{{ password }}@db/app", "own": "ignored"}})  # fmt: skip
+    for name in ("one", "two"):
+        eventually(lambda n=name: op.secret(n) is not None and decoded(op.secret(n)) == {
+            "url": f"postgres://{n}:pw@db/app", "own": n}, timeout=20, what=f"{name} rendered")
+    op.kube.request("PATCH", f"{config_maps}/dsn",
+                    {"data": {"url": "postgres://{{ user }}:{{ password }}@db2/app"}},
+                    content_type="application/merge-patch+json")  # fmt: skip
+    started = time.monotonic()
+    for name in ("one", "two"):
+        eventually(lambda n=name: decoded(op.secret(n))["url"] == f"postgres://{n}:pw@db2/app",
+                   timeout=20, what=f"{name} re-rendered")  # fmt: skip
+    assert time.monotonic() - started < 20
+    assert "template ConfigMap dsn changed; syncing" in op.log()

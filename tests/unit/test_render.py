@@ -255,3 +255,14 @@ def test_an_exception_that_quotes_a_value_is_reduced_to_its_kind(exc: Exception)
     """Python's own messages quote operands; none of the template failures above happens to
     produce one today, so the reduction is tested on such messages directly."""
     assert CANARY not in _what(exc, frozenset({"user", "password"}))
+
+
+def test_template_from_configmaps_is_parsed_and_an_inline_template_wins() -> None:
+    spec = _spec({"templateFrom": [{"configMap": {"name": "a"}}, {"configMap": {"name": "b"}}],
+                  "data": {"x": "inline"}})  # fmt: skip
+    assert spec.template is not None and spec.template.config_maps == ("a", "b")
+    merged = spec.template.with_sources({"x": "from-configmap", "y": "{{ password }}"})
+    assert dict(merged.data) == {"x": "inline", "y": "{{ password }}"}
+    assert _spec({"templateFrom": [{"configMap": {"name": "a"}}]}).template is not None
+    with pytest.raises(policy.SpecRefusedError, match=r"configMap\.name"):
+        _spec({"templateFrom": [{"configMap": {"name": "Not_A_Name"}}]})
