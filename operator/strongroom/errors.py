@@ -64,6 +64,16 @@ class StoreError(StrongroomError):
     """The database could not be reached or refused the operation."""
 
 
+class TemplateError(StrongroomError):
+    """A template of ``spec.target.template`` failed: which key, which line, what kind of
+    failure. Never the underlying exception's text, which may quote a value."""
+
+    def __init__(self, key: str, line: int | None, what: str) -> None:
+        self.key, self.line, self.what = key, line, what
+        where = f"line {line}" if line is not None else "unknown line"
+        super().__init__(f"template {key!r}, {where}: {what}")
+
+
 __all__ = [
     "AlreadyExists",
     "AuditError",
@@ -74,6 +84,7 @@ __all__ = [
     "NotFound",
     "StoreError",
     "StrongroomError",
+    "TemplateError",
     "UnwrapError",
     "ValidationError",
     "WrapError",

@@ -17,6 +17,7 @@ from typing import Any
 
 from strongroom import policy, validate
 from strongroom.errors import ValidationError
+from strongroom.render import TemplateSpec, parse_template
 
 CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
@@ -106,6 +107,7 @@ class Spec:
     refresh_policy: str
     keep_previous: timedelta | None
     rollout_restart: tuple[tuple[str, str], ...]
+    template: TemplateSpec | None = None
 
     @classmethod
     def parse(cls, name: str, spec: Mapping[str, Any]) -> Spec:
@@ -119,7 +121,8 @@ class Spec:
             validate.name(where.name)
         except ValidationError as exc:
             raise policy.SpecRefusedError(f"target.name: {exc}") from None
-        target_type = str(target.get("type") or "Opaque")
+        template = parse_template(target.get("template"))
+        target_type = secret_type(spec)
         policy.check_target_type(target_type)
         keep = rotation.get("keepPrevious")
         restarts = []
@@ -131,8 +134,10 @@ class Spec:
         return cls(
             target_name=where.name,
             target_type=target_type,
-            labels=_string_map("target.labels", target.get("labels"), labels=True),
-            annotations=_string_map("target.annotations", target.get("annotations")),
+            labels={**_string_map("target.labels", target.get("labels"), labels=True),
+                    **(template.labels if template else {})},
+            annotations={**_string_map("target.annotations", target.get("annotations")),
+                         **(template.annotations if template else {})},
             immutable=bool(target.get("immutable", False)),
             creation_policy=_choice("target.creationPolicy", where.creation_policy,
                                     CREATION_POLICIES),
@@ -146,7 +151,28 @@ class Spec:
             keep_previous=None if keep is None else policy.duration(
                 "rotation.keepPrevious", keep, policy.MIN_KEEP_PREVIOUS),
             rollout_restart=tuple(restarts),
+            template=template,
         )
+
+
+def config_maps_of(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The ConfigMaps a spec takes templates from (leniently: for the watch, not for a sync)."""
+    target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
+    template = target.get("template") if isinstance(target, Mapping) else None
+    items = template.get("templateFrom") if isinstance(template, Mapping) else None
+    return frozenset(str(item["configMap"]["name"]) for item in items or ()
+                     if isinstance(item, Mapping) and isinstance(item.get("configMap"), Mapping)
+                     and item["configMap"].get("name"))  # fmt: skip
+
+
+def secret_type(spec: Mapping[str, Any]) -> str:
+    """The type of the Secret a spec asks for: ``target.template.type`` when set (the template
+    decides what the data is), else ``target.type``."""
+    target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
+    assert isinstance(target, Mapping)  # noqa: S101 - narrowed above
+    template = target.get("template") if isinstance(target.get("template"), Mapping) else {}
+    assert isinstance(template, Mapping)  # noqa: S101 - narrowed above
+    return str(template.get("type") or target.get("type") or "Opaque")
 
 
 def needs_finalizer(target: Target | Spec) -> bool:

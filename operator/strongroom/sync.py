@@ -33,7 +33,7 @@ from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from strongroom import policy, values
+from strongroom import policy, render, templatefrom
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
@@ -42,6 +42,7 @@ from strongroom.errors import (
     NamespaceMismatch,
     StoreError,
     StrongroomError,
+    TemplateError,
     ValidationError,
 )
 from strongroom.kubewrites import DirectWrites, discard
@@ -100,6 +101,7 @@ class Reason:
     TOO_LARGE = "TooLarge"
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
     NAMESPACE_MISMATCH = "NamespaceMismatch"
+    TEMPLATE_ERROR = "TemplateError"
 
 
 @dataclasses.dataclass
@@ -338,10 +340,12 @@ class Syncer:
                 generated=generated, next_refresh=self._next_refresh(spec, generated, now),
             )  # fmt: skip
 
-        desired = {
-            key: base64.b64encode(values.render(value).encode("utf-8")).decode()
-            for key, value in stored.items()
-        }
+        try:  # a failed template renders nothing: the Secret keeps its last good data
+            template = templatefrom.resolve(self.core, namespace, spec.template)
+            desired = render.secret_data(template, stored)
+        except TemplateError as exc:  # fixed by a new spec or new values (both bring a sync)
+            return Result(False, Reason.TEMPLATE_ERROR, clip(str(exc)), version=version,
+                          generated=generated, permanent=True)  # fmt: skip
         size = sum(len(k) + len(v) for k, v in desired.items())
         if size > policy.MAX_SECRET_BYTES:
             return Result(False, Reason.TOO_LARGE,

@@ -56,6 +56,17 @@ def apps(resource: str, verb: str, *names: str) -> dict[str, Any]:
     return rule
 
 
+def configmaps(verb: str, *names: str) -> dict[str, Any]:
+    """A Role rule: ``verb`` on the ConfigMaps ``names`` (all of the namespace if none)."""
+    rule: dict[str, Any] = {"apiGroups": [""], "resources": ["configmaps"], "verbs": [verb]}
+    if names:
+        rule["resourceNames"] = list(names)
+    return rule
+
+
+TEMPLATE_FROM = {"target": {"template": {"templateFrom": [{"configMap": {"name": "tmpl"}}]}}}
+
+
 def sources(*names: str, delete: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return [{"key": f"k{i}", "fromSecret": {"name": name, "key": "value",
                                             "deleteSource": name in delete}}
@@ -157,11 +168,13 @@ ALLOWED = [
     pytest.param([apps("deployments", "patch")],
                  {"rolloutRestart": restart(*(("Deployment", f"d{i}") for i in range(32)))},
                  id="rolloutRestart-kind-wide-patch-has-no-name-limit"),
-    # The most authorization checks the policy makes (24, within CEL's per-request budget).
+    pytest.param([configmaps("get")], TEMPLATE_FROM, id="templateFrom-with-get-on-configmaps"),
+    # The most authorization checks the policy makes (25, within CEL's per-request budget).
     pytest.param([secrets("update", "app-tls"), secrets("get", *EIGHT),
-                  secrets("delete", *EIGHT[:4]),
+                  secrets("delete", *EIGHT[:4]), configmaps("get"),
                   *(apps(kind.lower() + "s", "patch", name) for kind, name in SIX_WORKLOADS)],
-                 {**MERGE, "data": sources(*EIGHT, delete=EIGHT[:4]),
+                 {"target": {**MERGE["target"], **TEMPLATE_FROM["target"]},
+                  "data": sources(*EIGHT, delete=EIGHT[:4]),
                   "rolloutRestart": restart(*SIX_WORKLOADS)},
                  id="every-right-by-name-at-the-limits"),
 ]  # fmt: skip
@@ -218,6 +231,12 @@ REFUSED = [
                                             *(("Deployment", f"d{i}") for i in range(1, 7)))},
                  "rolloutRestart names 7 workloads; at most 6 can be checked by name",
                  id="rolloutRestart-more-names-than-checked"),
+    pytest.param([configmaps("list")], TEMPLATE_FROM,
+                 "target.template.templateFrom needs get on configmaps in namespace {ns}",
+                 id="templateFrom-without-get"),
+    pytest.param([configmaps("get", "tmpl")], TEMPLATE_FROM,
+                 "target.template.templateFrom needs get on configmaps in namespace {ns}",
+                 id="templateFrom-get-by-name-is-not-enough"),
 ]  # fmt: skip
 
 

@@ -204,6 +204,7 @@ OPERATOR_RULES = {
     ("strongroom.io", "managedsecrets/finalizers"): {"update"},
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
+    ("", "configmaps"): {"get", "list", "watch"},  # templateFrom
 }
 # A watched namespace's UID, which stored values are bound to; not with trustNamespaceNames.
 TRUSTING_NAMES_RULES = dict(OPERATOR_RULES)

@@ -22,6 +22,9 @@ from tests.conftest import MASTER_KEY
 names = st.one_of(st.sampled_from(["app", "db-1", "a.b"]), st.text(max_size=12))
 durations = st.one_of(st.sampled_from(["1s", "10m", "1h30m", "7d"]), st.text(max_size=6))
 keys = st.one_of(st.sampled_from(["password", "api.key", "K_1"]), st.text(max_size=8))
+templates = st.one_of(st.sampled_from(["{{ password }}", "{{ data | toJson }}", "{{ x",
+                                      "{{ ''.__class__ }}", "{% include 'a' %}"]),
+                      st.text(max_size=20))
 generate = st.fixed_dictionaries({}, optional={
     "length": st.integers(min_value=-5, max_value=5000),
     "charset": st.sampled_from(["alphanumeric", "hex", "base64url", "ascii", "emoji"]),
@@ -37,6 +40,9 @@ specs = st.fixed_dictionaries({}, optional={
         "creationPolicy": st.sampled_from(["Owner", "Orphan", "Merge", "Steal"]),
         "deletionPolicy": st.sampled_from(["Retain", "Delete", "Shred"]),
         "immutable": st.booleans(),
+        "template": st.fixed_dictionaries(
+            {"data": st.dictionaries(st.sampled_from(["out", "a.b"]), templates, min_size=1)},
+            optional={"mergePolicy": st.sampled_from(["Replace", "Merge"])}),
     }),
     "data": st.lists(item, max_size=4),
     "refreshInterval": durations,

@@ -203,6 +203,13 @@ def exercise(op: OperatorProcess, restarts: bool) -> None:
                what="the merged key beside the Secret's own")  # fmt: skip
     synced(op, "imported", "pw", "old-pw")
     eventually(lambda: op.secret("legacy") is None, timeout=45, what="the source deleted")
+    # A template kept in a ConfigMap (templateFrom): read, and watched for changes.
+    kube.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                 {"metadata": {"name": "tmpl"}, "data": {"t": "{{ k }}!"}})  # fmt: skip
+    op.apply("templated", {"data": [{"key": "k"}], "target": {"template": {
+        "templateFrom": [{"configMap": {"name": "tmpl"}}]}}})  # fmt: skip
+    op.cli("secret", "set", f"{ns}/templated", "k=v")
+    synced(op, "templated", "t", "v!")
 
     # A value changed with the CLI: the Secret follows, its consumers restart (or, with
     # restarts disabled, are left alone, and an Event says so).

@@ -81,6 +81,11 @@ No wildcards. */ -}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# ConfigMaps: read (get) when a ManagedSecret takes templates from one (templateFrom), listed
+# once and watched (events only, nothing cached) so that a change re-renders its users.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
 # Events: created (core/v1; never patched, never events.k8s.io).
 - apiGroups: [""]
   resources: ["events"]

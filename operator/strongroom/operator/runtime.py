@@ -68,6 +68,7 @@ from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
 from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
+from strongroom.spec import config_maps_of
 from strongroom.sync import (
     FINALIZER,
     GROUP,
@@ -109,6 +110,7 @@ class Tracked:
     failures: int = 0
     oldest_generated: str | None = None
     shape: Shape | None = None  # what the Secret carries beyond its data, as last synced
+    config_maps: frozenset[str] = frozenset()  # target.template.templateFrom
 
 
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
@@ -505,6 +507,7 @@ class Runtime:
         tracked = self.tracked.setdefault(key, Tracked())
         # Before the status write, whose watch event must then be recognised as our own echo.
         tracked.generation = body["metadata"].get("generation")
+        tracked.config_maps = config_maps_of(body.get("spec") or {})
         MANAGED.set(len(self.tracked))
         if result.generated:
             tracked.oldest_generated = min(result.generated.values())
@@ -598,11 +601,13 @@ class Runtime:
                                              namespace, PLURAL)  # fmt: skip
             list_secrets = functools.partial(core.list_namespaced_secret, namespace,
                                              label_selector=selector)  # fmt: skip
+            list_config_maps = functools.partial(core.list_namespaced_config_map, namespace)
         else:
             list_managed = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION,
                                              PLURAL)  # fmt: skip
             list_secrets = functools.partial(core.list_secret_for_all_namespaces,
                                              label_selector=selector)  # fmt: skip
+            list_config_maps = core.list_config_map_for_all_namespaces
         timeout = (min(CONNECT_TIMEOUT, self.api_timeout), WATCH_SECONDS + 30.0)
         return [
             RawWatch(KIND, list_managed, on_events=self._managed_events, stop=self._stop,
@@ -612,7 +617,26 @@ class Runtime:
             # reconciles check them anyway.
             RawWatch("Secret", list_secrets, on_events=self._secret_events, stop=self._stop,
                      list_items=False, watch_timeout=timeout, watch_seconds=WATCH_SECONDS),
+            # ConfigMaps: events only (nothing cached), for templateFrom.
+            RawWatch("ConfigMap", list_config_maps, on_events=self._config_map_events,
+                     stop=self._stop, list_items=False, watch_timeout=timeout,
+                     watch_seconds=WATCH_SECONDS),
         ]  # fmt: skip
+
+    def _config_map_events(self, events: list[Event]) -> None:
+        """From a watch thread: a ConfigMap changed (added, edited, deleted)."""
+        changed = {((e[1].get("metadata") or {}).get("namespace"),
+                    (e[1].get("metadata") or {}).get("name")) for e in events}  # fmt: skip
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._config_maps_changed, changed)
+
+    def _config_maps_changed(self, changed: set[tuple[str | None, str | None]]) -> None:
+        """Re-render every ManagedSecret that takes templates from a changed ConfigMap."""
+        for key, tracked in self.tracked.items():
+            for name in tracked.config_maps:
+                if (key[0], name) in changed:
+                    log.info("%s/%s: template ConfigMap %s changed; syncing", key[0], key[1], name)
+                    self.schedule(key)
 
     def _managed_events(self, events: list[Event]) -> None:
         """From a watch thread: file a chunk of ManagedSecret events on the event loop."""

@@ -45,9 +45,12 @@ class Shape:
         """The shape a spec asks for (a spec the reconcile accepted)."""
         target = spec.get("target") or {}
         creation = target.get("creationPolicy") or "Owner"
+        template = target.get("template") or {}  # its labels and annotations are added
         return _shared(creation == "Owner", creation == "Merge",
-                       tuple(sorted((target.get("labels") or {}).items())),
-                       tuple(sorted((target.get("annotations") or {}).items())))  # fmt: skip
+                       tuple(sorted({**(target.get("labels") or {}),
+                                     **(template.get("labels") or {})}.items())),
+                       tuple(sorted({**(target.get("annotations") or {}),
+                                     **(template.get("annotations") or {})}.items())))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1024)
