@@ -137,7 +137,7 @@ ESCAPES = [
 def test_sandbox_escapes_are_refused(source: str) -> None:
     started = time.monotonic()
     refused(source)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # refused, not run: generous for a loaded machine
 
 
 BOMBS = [
@@ -168,7 +168,7 @@ def test_work_and_output_are_bounded(source: str, says: str) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # the deadline is 2 s; room for a loaded machine
     assert peak < 64 * 1024 * 1024
     assert says in str(error)
 
@@ -178,7 +178,7 @@ def test_yaml_of_a_large_structure_is_refused_before_it_is_written() -> None:
     between steps: each node counts as a loop step instead."""
     started = time.monotonic()
     assert "loop iterations" in str(refused("{{ big | fromJson | toYaml }}", {"big": BIG}))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 3
 
 
 FAILING_ON_A_VALUE = [
