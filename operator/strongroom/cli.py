@@ -771,6 +771,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the operator needs its extras: pip install 'strongroom[operator]'"
         ) from None
     settings = _settings(args)
+    # Malformed flags are reported as such (ConfigError), before any cluster access.
+    if args.leader_elect:
+        from strongroom.operator.leader import LeaseRef
+
+        LeaseRef.parse(args.leader_elect, os.environ.get("POD_NAMESPACE"))
+    if args.audit_checkpoint:
+        from strongroom.operator.checkpoint import resolve as resolve_checkpoint
+
+        resolve_checkpoint(args.audit_checkpoint, os.environ.get("POD_NAMESPACE"))
     # No kubeconfig is one line and exit 1 here: inside kopf it is a failed startup activity
     # after which the process neither works nor exits.
     load_kube_config(1, 30.0).close()
