@@ -52,6 +52,12 @@ from strongroom.namespaceids import NamespaceIdentities
 from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
+from strongroom.sources.composed import (
+    Composer,
+    CompositionCycleError,
+    CompositionError,
+    GrantMissingError,
+)
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -102,6 +108,8 @@ class Reason:
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
     NAMESPACE_MISMATCH = "NamespaceMismatch"
     TEMPLATE_ERROR = "TemplateError"
+    COMPOSITION_CYCLE = "CompositionCycle"
+    GRANT_MISSING = "GrantMissing"
 
 
 @dataclasses.dataclass
@@ -170,6 +178,7 @@ class Syncer:
     ) -> None:
         self.rollout_restart_enabled = rollout_restart
         self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
+        self.composer = Composer(room, custom, self.namespace_ids, actor=actor)
         self.room = room
         self.writes = writes
         self.core = core
@@ -329,6 +338,11 @@ class Syncer:
             stored = {**stored, **new_values}
         for source_name in sources_to_delete:
             delete_secret(self.core, namespace, source_name)
+        composed = self._composed(body, spec, namespace, name, version=version,
+                                  generated=generated)  # fmt: skip
+        if isinstance(composed, Result):
+            return composed
+        stored.update(composed)
 
         missing = sorted(item.key for item in spec.data if item.key not in stored)
         if missing or not stored:
@@ -392,6 +406,32 @@ class Syncer:
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
+
+    def _composed(
+        self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
+        generated: dict[str, str],
+    ) -> dict[str, Any] | Result:  # fmt: skip
+        """The ``fromManagedSecret`` keys' values, or the failed Result. A missing grant also
+        withdraws what the Secret holds: it may keep nothing it may no longer have."""
+        if not any(item.from_managed_secret is not None for item in spec.data):
+            return {}
+        try:
+            return self.composer.values(namespace, name, spec.data)
+        except GrantMissingError as exc:
+            done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
+                          secret_name=spec.target_name, deletion_policy="Delete")  # fmt: skip
+            message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
+            if done.acted:
+                self.audit("operator.sync", namespace, name, version or None,
+                           f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
+            return Result(False, Reason.GRANT_MISSING, message, version=version or None,
+                          generated=generated, permanent=True)  # fmt: skip
+        except CompositionCycleError as exc:
+            return Result(False, Reason.COMPOSITION_CYCLE, clip(str(exc)), generated=generated,
+                          permanent=True)  # fmt: skip
+        except CompositionError as exc:  # the source or its key is not there yet
+            return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
+                          retry=True)  # fmt: skip
 
     def _next_refresh(
         self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
