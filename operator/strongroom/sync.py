@@ -178,7 +178,6 @@ class Syncer:
     ) -> None:
         self.rollout_restart_enabled = rollout_restart
         self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
-        self.composer = Composer(room, custom, self.namespace_ids, actor=actor)
         self.room = room
         self.writes = writes
         self.core = core
@@ -416,7 +415,8 @@ class Syncer:
         if not any(item.from_managed_secret is not None for item in spec.data):
             return {}
         try:
-            return self.composer.values(namespace, name, spec.data)
+            composer = Composer(self.room, self.custom, self.namespace_ids, actor=self.actor)
+            return composer.values(namespace, name, spec.data)
         except GrantMissingError as exc:
             done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
                           secret_name=spec.target_name, deletion_policy="Delete")  # fmt: skip

@@ -114,7 +114,8 @@ def _composed(body: Mapping[str, Any], key: str) -> Reference | None:
 
 
 class Composer:
-    """Resolves a spec's ``fromManagedSecret`` keys for one sync."""
+    """Resolves a spec's ``fromManagedSecret`` keys for one sync: made anew for each (it keeps
+    that sync's reads, and reconciles run in parallel threads)."""
 
     def __init__(self, room: Strongroom, custom: CustomObjectsApi,
                  namespace_ids: NamespaceIdentities, *, actor: str) -> None:  # fmt: skip
@@ -122,6 +123,9 @@ class Composer:
         self.custom = custom
         self.namespace_ids = namespace_ids
         self.actor = actor
+        # What this sync has read: one read per source, however many keys come from it.
+        self._bodies: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self._data: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     def values(self, namespace: str, name: str, items: Iterable[DataItem]) -> dict[str, Any]:
         """Each composed key's value. Raises a :class:`CompositionError` for the first that
@@ -175,6 +179,11 @@ class Composer:
         return granted(listing.get("items") or (), reader, name)
 
     def _managed_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if (namespace, name) not in self._bodies:
+            self._bodies[namespace, name] = self._read_managed_secret(namespace, name)
+        return self._bodies[namespace, name]
+
+    def _read_managed_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
             body = read_json(self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))  # fmt: skip
@@ -189,11 +198,14 @@ class Composer:
     def _stored(self, source: str, ref: Reference, body: Mapping[str, Any],
                 reader: tuple[str, str, str]) -> Any:  # fmt: skip
         """The source's stored key, read as the source's namespace (its UID binding holds)."""
-        uid = self.namespace_ids.uid(source, (body.get("metadata") or {}).get("creationTimestamp"))
-        found = self.room.resolve(source, ref.name, lambda _current: {}, actor=self.actor,
-                                  action=COMPOSE_ACTION, namespace_uid=uid,
-                                  detail=f"for {reader[0]}/{reader[1]}")  # fmt: skip
-        data = found.data if found is not None else {}
+        if (source, ref.name) not in self._data:
+            created = (body.get("metadata") or {}).get("creationTimestamp")
+            uid = self.namespace_ids.uid(source, created)
+            found = self.room.resolve(source, ref.name, lambda _current: {}, actor=self.actor,
+                                      action=COMPOSE_ACTION, namespace_uid=uid,
+                                      detail=f"for {reader[0]}/{reader[1]}")  # fmt: skip
+            self._data[source, ref.name] = found.data if found is not None else {}
+        data = self._data[source, ref.name]
         if ref.key not in data:
             raise SourceMissingError(
                 f"data[{reader[2]}]: {source}/{ref.name} has no stored key {ref.key} yet"
