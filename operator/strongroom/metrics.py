@@ -112,3 +112,9 @@ AUDIT_CHECKPOINT_ERRORS = Counter(
     "did not answer.",
     ["op"],
 )
+CREDENTIAL_EXPIRY = Gauge(
+    "strongroom_credential_expiry_timestamp_seconds",
+    "When the database credential a ManagedSecret key holds expires (Unix time); it is renewed "
+    "once two thirds of its TTL have passed.",
+    ["namespace", "name", "key"],
+)

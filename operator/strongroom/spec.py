@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from strongroom import policy, presets, validate
+from strongroom.dbitem import DatabaseItem, check_database_keys, parse_database
 from strongroom.errors import ValidationError
 from strongroom.render import TemplateSpec, parse_template
 
@@ -23,7 +24,7 @@ CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
 REFRESH_POLICIES = ("Periodic", "OnChange", "CreatedOnce")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
-SOURCES = ("generate", "fromSecret", "fromManagedSecret")  # a data item's, exclusive
+SOURCES = ("generate", "fromSecret", "fromManagedSecret", "database")  # a data item's, exclusive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DataItem:
     from_secret: Mapping[str, Any] | None = None
     rotation_period: timedelta | None = None
     from_managed_secret: Reference | None = None
+    database: DatabaseItem | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +108,8 @@ def _item(raw: object, index: int) -> DataItem:
         isinstance(from_secret, Mapping) and from_secret.get("name") and from_secret.get("key")
     ):
         raise policy.SpecRefusedError(f"data[{key}].fromSecret needs a name and a key")
-    return DataItem(key, generate, from_secret, period, parse_reference(key, raw.get("fromManagedSecret")))
+    return DataItem(key, generate, from_secret, period, parse_reference(key, raw.get("fromManagedSecret")),
+                    parse_database(key, raw.get("database")))
 
 
 def parse_reference(key: str, raw: object) -> Reference | None:
@@ -171,6 +174,8 @@ class Spec:
                 raise policy.SpecRefusedError("rolloutRestart items need a kind and a name")
             restarts.append((_choice("rolloutRestart.kind", item.get("kind"), WORKLOAD_KINDS),
                              str(item["name"])))  # fmt: skip
+        data = tuple(_item(raw, i) for i, raw in enumerate(spec.get("data") or ()))
+        check_database_keys([(item.key, item.database) for item in data])
         return cls(
             target_name=where.name,
             target_type=target_type,
@@ -183,7 +188,7 @@ class Spec:
                                     CREATION_POLICIES),
             deletion_policy=_choice("target.deletionPolicy", where.deletion_policy,
                                     DELETION_POLICIES),
-            data=tuple(_item(raw, i) for i, raw in enumerate(spec.get("data") or ())),
+            data=data,
             refresh_interval=policy.duration("refreshInterval", spec.get("refreshInterval") or "1h",
                                              policy.MIN_REFRESH_INTERVAL),
             refresh_policy=_choice("refreshPolicy", spec.get("refreshPolicy") or "Periodic",

@@ -37,6 +37,7 @@ from strongroom import policy, render, templatefrom
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
+from strongroom.emergency import COMPROMISED, Rotation, fingerprint, still_compromised
 from strongroom.errors import (
     KeyringError,
     NamespaceMismatch,
@@ -58,6 +59,7 @@ from strongroom.sources.composed import (
     CompositionError,
     GrantMissingError,
 )
+from strongroom.sources.database import Databases, next_time
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -128,6 +130,7 @@ class Result:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     retry: bool = False
     permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
+    status_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # emergency's
 
 
 def generate_value(length: int, charset: str) -> str:
@@ -185,6 +188,7 @@ class Syncer:
         self.custom = custom
         self.actor = actor
         self._hmac_key = hmac_key
+        self.databases = Databases(room, core, custom, actor=actor)
 
     @property
     def hmac_key(self) -> bytes:
@@ -272,6 +276,8 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
+        rotation = Rotation.requested(body["metadata"], status)  # strongroom.emergency
+        renew = rotation.renewable(spec.data) if rotation is not None else set()
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -283,7 +289,7 @@ class Syncer:
                     continue
                 period = item.rotation_period
                 last = _parse_iso(generated.get(item.key))
-                due = item.key not in current or (
+                due = item.key not in current or item.key in renew or (
                     period is not None and last is not None and now - last >= period
                 )
                 if due:
@@ -337,6 +343,18 @@ class Syncer:
             stored = {**stored, **new_values}
         for source_name in sources_to_delete:
             delete_secret(self.core, namespace, source_name)
+        issue = None  # data[].database: issued and renewed by strongroom.sources.database
+        if any(item.database is not None for item in spec.data):
+            issue = self.databases.resolve(namespace, name, spec.data, stored, now=now, force=renew,
+                                           revoke=rotation is not None and rotation.revoke)  # fmt: skip
+            if issue.failure is not None:
+                return Result(False, issue.failure[0], clip(issue.failure[1]), generated=generated,
+                              version=version or None, retry=True)  # fmt: skip
+            if issue.values:
+                version = self.room.set(namespace, name, issue.values, actor=self.actor)
+                stored.update(issue.values)
+                generated.update(issue.issued)
+                events.extend(issue.events)
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -393,15 +411,32 @@ class Syncer:
                                           enabled=self.rollout_restart_enabled))  # fmt: skip
         if spec.keep_previous is not None:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
+        next_refresh = self._next_refresh(spec, generated, now, previous=version > 1)
+        marks = dict(status.get("compromised") or {})
+        if rotation is not None:
+            marks.update({k: fingerprint(self.hmac_key, namespace, name, k, stored[k])
+                          for k in rotation.marked(spec.data) if k in stored})  # fmt: skip
+            events.append(("Normal", "EmergencyRotation", f"emergency rotation {rotation.token}: "
+                           f"renewed {', '.join(sorted(renew)) or 'nothing'}"))  # fmt: skip
+            self.audit("operator.rotate", namespace, name, version,
+                       f"emergency rotation {rotation.token}: renewed {sorted(renew)}, "
+                       f"marked {sorted(marks)}")  # fmt: skip
+        marks = still_compromised(marks, stored, self.hmac_key, namespace, name)
+        extra: dict[str, Any] = {"rotateToken": rotation.token} if rotation is not None else {}
+        extra["compromised"] = marks or None
+        if issue is not None:
+            next_drop = self.databases.settle(namespace, name, spec.data, stored, now=now,
+                                              keep_previous=spec.keep_previous)  # fmt: skip
+            next_refresh = next_time(now, next_refresh, issue.next_due, next_drop)
 
         return Result(
             # Synced whether or not this pass wrote: a no-op refresh changes no condition, so the
             # reason and lastTransitionTime keep saying when the Secret last changed.
-            True, Reason.SYNCED,
+            not marks, COMPROMISED if marks else Reason.SYNCED,
+            clip(f"compromised, set a new value: {', '.join(sorted(marks))}") if marks else
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=self._next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events,
+            next_refresh=next_refresh, generated=generated, events=events, status_extra=extra,
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
@@ -634,6 +669,7 @@ def status_patch(
         else status["targetName"],
         "generated": result.generated or status.get("generated") or {},
     }
+    new.update(result.status_extra)
     if result.version is not None:
         new["version"] = result.version
     if result.data_hmac is not None:
