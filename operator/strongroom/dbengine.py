@@ -330,16 +330,17 @@ class EngineConnection:
         return row is not None
 
     def drop(self, username: str, *, terminate: bool = False) -> None:
-        """Drop a role (what it owns and was granted in this database first); ``terminate``:
-        end its sessions too (an emergency: a credential believed leaked)."""
+        """Drop a role; ``terminate``: end its sessions too (an emergency: a credential believed
+        leaked; the admin needs ``pg_signal_backend``). Templates grant through group roles
+        (``GRANT app_read TO {{name}}``): a membership goes with the role, whereas a privilege
+        granted on an object would make ``DROP ROLE`` fail (and ``DROP OWNED BY`` needs more
+        than ``CREATEROLE``)."""
         statements: list[sql.Composed] = []
         if terminate:
             statements.append(sql.SQL(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}"
             ).format(sql.Literal(username)))  # fmt: skip
-        if self.exists(username):
-            statements += [sql.SQL("DROP OWNED BY {}").format(sql.Identifier(username)),
-                           sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(username))]  # fmt: skip
+        statements.append(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(username)))
         if statements:
             self._run("dropping a role", statements)
 
