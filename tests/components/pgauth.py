@@ -21,7 +21,7 @@ from tests.components.base import free_port, missing
 from tests.components.postgres import PostgresServer, pg_bin
 
 ADMIN = "strongroom_admin_login"
-ADMIN_PASSWORD = "admin-pw-9f3e1c"  # noqa: S105 - the test server's own
+ADMIN_PASSWORD = "admin-pw-9f3e1c"
 
 
 @contextmanager
