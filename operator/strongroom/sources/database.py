@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import signal
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,10 @@ ENGINE_KIND = "DatabaseEngine"
 ENGINE_PLURAL = "databaseengines"
 PASSWORD_LENGTH = 40
 DROP_ACTION = "database.drop"
+# Fault injection for one test (tests/integration/test_database_credentials.py): the process
+# kills itself (SIGKILL) between CREATE ROLE and the store write, the window the start-up
+# orphan pass exists for. Nothing else reads it.
+FAULT_ENV = "STRONGROOM_TEST_FAULT"
 ISSUE_ACTION = "database.issue"
 
 
@@ -242,6 +247,8 @@ class Databases:
                     self._expiry_metric(owner, held.valid_until)
                     return
             new = self._issue(conn, spec, db, owner, current, now=now)
+            if os.environ.get(FAULT_ENV) == "after-create-role":  # tests only: see FAULT_ENV
+                os.kill(os.getpid(), signal.SIGKILL)
             if revoke and isinstance(current, str) and current != new.username:
                 conn.drop(current, terminate=True)
                 self._audit(DROP_ACTION, namespace, name, f"role {current} revoked at once")
