@@ -46,6 +46,7 @@ from strongroom.errors import StrongroomError
 
 __all__ = [
     "DEFAULT_PREFIX", "PLACEHOLDERS", "EngineError", "EngineInvalidError", "EngineSpec",
+    "EngineUnreachableError",
     "IssuedRole", "RoleTemplate", "TaggedRole", "compose", "role_name", "scram_verifier",
 ]  # fmt: skip
 
@@ -65,6 +66,10 @@ _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 
 class EngineError(StrongroomError):
     """The engine's server refused or did not answer; the message carries no password."""
+
+
+class EngineUnreachableError(EngineError):
+    """No admin session: the server did not answer, or refused the admin's login."""
 
 
 class EngineInvalidError(StrongroomError):
@@ -283,7 +288,7 @@ class EngineConnection:
                                        connect_timeout=CONNECT_TIMEOUT, autocommit=False,
                                        application_name="strongroom", **extra)  # fmt: skip
             except psycopg.Error as exc:
-                raise EngineError(f"cannot connect to engine {spec.name} ({spec.host}:{spec.port}"
+                raise EngineUnreachableError(f"cannot connect to engine {spec.name} ({spec.host}:{spec.port}"
                                   f"): {_cause(exc)}") from None  # fmt: skip
             stack.callback(conn.close)
             yield cls(conn, spec)

@@ -16,6 +16,7 @@ def test_database_rights_are_off_by_default_and_exact_when_on(helm: str) -> None
     mine = {d["kind"]: d for d in of_kind(on, "Role", "ClusterRole")
             if d["metadata"]["name"] == "sr-strongroom-databases"}  # fmt: skip
     assert rules(mine["ClusterRole"]) == {("strongroom.io", "databaseengines"): {"get", "list"},
+                                          ("strongroom.io", "databaseengines/status"): {"patch"},
                                           ("", "namespaces"): {"get"}}  # fmt: skip
     assert mine["Role"]["metadata"]["namespace"] == "strongroom"
     assert rules(mine["Role"]) == {("", "secrets"): {"get"}}

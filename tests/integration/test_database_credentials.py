@@ -87,6 +87,10 @@ class Setup:
         return {"key": "dsn", "database": {"engine": self.engine, "role": "app", "ttl": ttl,
                                            "strategy": strategy}}  # fmt: skip
 
+    def engine_status(self) -> dict[str, Any]:
+        path = f"/apis/strongroom.io/v1alpha1/databaseengines/{self.engine}"
+        return dict(self.kube.request("GET", path).get("status") or {})
+
     def mine(self) -> set[str]:
         return roles(self.pg, self.prefix)
 
@@ -149,6 +153,8 @@ def test_synced_credentials_log_in_and_the_old_ones_last_until_the_grace_window_
         print(f"timeline: issued {issued:.2f}s, renewed {renewed:.2f}s, "
               f"previous dropped {dropped:.2f}s")
         assert first_password not in op.log() and second_password not in op.log()
+        engine = setup.engine_status()
+        assert engine["conditions"][0]["status"] == "True" and engine["liveRoles"] >= 1
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
             text = r.read().decode()
         line = next(x for x in text.splitlines() if x.startswith(
@@ -261,6 +267,8 @@ def test_a_failed_renewal_is_ready_false_long_before_expiry_and_the_secret_keeps
         assert login(setup.pg, user, password)  # not expired yet: the Secret still works
         assert credentials(op, "fail") == (user, password)
         eventually(lambda: "RenewalFailed" in op.event_reasons(), timeout=30, what="Event")
+        engine = setup.engine_status()["conditions"][0]
+        assert (engine["status"], engine["reason"]) == ("False", "ConnectFailed")
         assert ADMIN_PASSWORD not in op.log() and "wrong" not in json.dumps(op.msec("fail"))
     finally:
         op.stop()

@@ -50,6 +50,7 @@ from strongroom.dbengine import (
     EngineError,
     EngineInvalidError,
     EngineSpec,
+    EngineUnreachableError,
     IssuedRole,
     TaggedRole,
     owner_hash,
@@ -154,6 +155,7 @@ class Databases:
         self.custom = custom
         self.actor = actor
         self.operator_namespace = operator_namespace or os.environ.get("POD_NAMESPACE") or ""
+        self._reported: dict[str, tuple[int | None, str]] = {}
 
     # -- engines ----------------------------------------------------------------------------
 
@@ -189,9 +191,34 @@ class Databases:
             raise EngineInvalidError(f"Secret {spec.credentials_secret} needs the keys username "
                                      "and password")  # fmt: skip
         ca = self._secret(spec.ca_secret).get("ca.crt") if spec.ca_secret else None
-        with EngineConnection.open(spec, user=creds["username"], password=creds["password"],
-                                   ca_pem=ca) as conn:  # fmt: skip
-            yield conn
+        try:
+            with EngineConnection.open(spec, user=creds["username"], password=creds["password"],
+                                       ca_pem=ca) as conn:  # fmt: skip
+                yield conn
+        except EngineUnreachableError as exc:  # raised by open() only: the session never began
+            self.report(spec.name, live=None, problem=str(exc))
+            raise
+
+    def report(self, engine: str, *, live: int | None, problem: str = "") -> None:
+        """The engine's status: Connected, and how many roles the operator issued live there.
+        Written only when it changes (a renewal does not cost a status write each time)."""
+        state = (live, problem)
+        if self._reported.get(engine) == state:
+            return
+        now = _iso(datetime.now(UTC))
+        status: dict[str, Any] = {"conditions": [{
+            "type": "Connected", "status": "False" if problem else "True",
+            "reason": "ConnectFailed" if problem else "Connected",
+            "message": problem[:240] or "the operator's admin session works",
+            "lastTransitionTime": now}]}  # fmt: skip
+        if live is not None:
+            status["liveRoles"] = live
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, ENGINE_PLURAL, engine, {"status": status}, _preload_content=False)
+            self._reported[engine] = state
+        except ApiException as exc:  # a status is a report: never a reason to fail a sync
+            log.warning("%s %s: status not written (%s)", ENGINE_KIND, engine, exc.status)
 
     def allowed(self, spec: EngineSpec, namespace: str) -> bool:
         body = read_json(self.core.read_namespace(namespace, _preload_content=False))
@@ -281,7 +308,9 @@ class Databases:
     def _owned(self, conn: EngineConnection, spec: EngineSpec,
                owner: tuple[str, str, str]) -> dict[str, TaggedRole]:  # fmt: skip
         mark = f"{spec.prefix}{owner_hash(*owner)}_"
-        return {r.role: r for r in conn.tagged()
+        tagged = conn.tagged()
+        self.report(spec.name, live=len(tagged))
+        return {r.role: r for r in tagged
                 if r.role.startswith(mark) and (r.namespace, r.name, r.key) == owner}  # fmt: skip
 
     def settle(self, namespace: str, name: str, items: Iterable[DataItem],
@@ -339,7 +368,8 @@ class Databases:
             try:
                 with self.connect(spec) as conn:
                     by_owner: dict[tuple[str, str, str], list[TaggedRole]] = {}
-                    for role in conn.tagged():
+                    tagged = conn.tagged()
+                    for role in tagged:
                         by_owner.setdefault((role.namespace, role.name, role.key), []).append(role)
                     for (namespace, name, _key), roles in by_owner.items():
                         values = self._stored_values(namespace, name)
@@ -352,6 +382,7 @@ class Databases:
                                         f"orphan role {role.role} dropped at start (the store "
                                         "does not know it)", outcome=Outcome.OK)  # fmt: skip
                             dropped.append(role.role)
+                    self.report(spec.name, live=len([r for r in tagged if r.role not in dropped]))
             except (StrongroomError, ApiException) as exc:
                 log.warning("engine %s: orphan roles not reconciled: %s", spec.name, exc)
         return dropped
