@@ -59,7 +59,7 @@ from strongroom.sources.composed import (
     CompositionError,
     GrantMissingError,
 )
-from strongroom.sources.database import Databases, next_time
+from strongroom.sources.database import DATABASES_OFF, Databases, next_time
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -178,6 +178,7 @@ class Syncer:
         hmac_key: bytes | None = None,
         rollout_restart: bool = True,
         trust_namespace_names: bool = False,
+        database_engines: bool = False,
     ) -> None:
         self.rollout_restart_enabled = rollout_restart
         self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
@@ -188,7 +189,7 @@ class Syncer:
         self.custom = custom
         self.actor = actor
         self._hmac_key = hmac_key
-        self.databases = Databases(room, core, custom, actor=actor)
+        self.databases = Databases(room, core, custom, actor=actor) if database_engines else None
 
     @property
     def hmac_key(self) -> bytes:
@@ -345,6 +346,9 @@ class Syncer:
             delete_secret(self.core, namespace, source_name)
         issue = None  # data[].database: issued and renewed by strongroom.sources.database
         if any(item.database is not None for item in spec.data):
+            if self.databases is None:
+                return Result(False, DATABASES_OFF, "data[].database: this operator runs without "
+                              "database engines (STRONGROOM_DATABASE_ENGINES)", permanent=True)  # fmt: skip
             issue = self.databases.resolve(namespace, name, spec.data, stored, now=now, force=renew,
                                            revoke=rotation is not None and rotation.revoke)  # fmt: skip
             if issue.failure is not None:
@@ -424,7 +428,7 @@ class Syncer:
         marks = still_compromised(marks, stored, self.hmac_key, namespace, name)
         extra: dict[str, Any] = {"rotateToken": rotation.token} if rotation is not None else {}
         extra["compromised"] = marks or None
-        if issue is not None:
+        if issue is not None and self.databases is not None:
             next_drop = self.databases.settle(namespace, name, spec.data, stored, now=now,
                                               keep_previous=spec.keep_previous)  # fmt: skip
             next_refresh = next_time(now, next_refresh, issue.next_due, next_drop)

@@ -20,6 +20,9 @@ def test_database_rights_are_off_by_default_and_exact_when_on(helm: str) -> None
                                           ("", "namespaces"): {"get"}}  # fmt: skip
     assert mine["Role"]["metadata"]["namespace"] == "strongroom"
     assert rules(mine["Role"]) == {("", "secrets"): {"get"}}
+    env = {e["name"]: e.get("value") for e in of_kind(on, "Deployment")[0]["spec"]["template"]
+           ["spec"]["containers"][0]["env"]}  # fmt: skip
+    assert env["STRONGROOM_DATABASE_ENGINES"] == "true"
     bound = {(d["kind"], d["roleRef"]["name"]) for d in of_kind(on, "RoleBinding",
                                                                 "ClusterRoleBinding")}  # fmt: skip
     assert {("RoleBinding", "sr-strongroom-databases"),

@@ -69,7 +69,7 @@ class Setup:
                      "roles": [{"name": "app", "creation": TEMPLATE}]},
         })  # fmt: skip
         self.env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex(),
-                             POD_NAMESPACE=self.system,
+                             POD_NAMESPACE=self.system, STRONGROOM_DATABASE_ENGINES="true",
                              STRONGROOM_TEST_MIN_DATABASE_TTL="1")  # fmt: skip
 
     def namespace(self, name: str, labels: dict[str, str]) -> None:
@@ -249,6 +249,19 @@ def test_a_namespace_outside_the_engines_selector_is_refused(setup: Setup) -> No
         op.stop()
 
 
+def test_an_operator_without_database_engines_issues_nothing(setup: Setup) -> None:
+    """STRONGROOM_DATABASE_ENGINES off (the default, and the chart's unless
+    databaseEngines.enabled): no engine is read, the item is Ready=False DatabaseEnginesOff."""
+    op = setup.operator(STRONGROOM_DATABASE_ENGINES="false")
+    try:
+        op.apply("off", {"data": [setup.item("1h")]})
+        eventually(lambda: reason(op, "off") == "DatabaseEnginesOff", timeout=45,
+                   what="Ready=False DatabaseEnginesOff")  # fmt: skip
+        assert op.secret("off") is None and setup.mine() == set()
+    finally:
+        op.stop()
+
+
 def test_a_failed_renewal_is_ready_false_long_before_expiry_and_the_secret_keeps_working(
     setup: Setup,
 ) -> None:
@@ -278,13 +291,17 @@ def test_emergency_rotation_renews_what_it_can_and_marks_the_rest_compromised(
     setup: Setup,
 ) -> None:
     """`strongroom secret rotate NS/NAME --revoke`: the generated key gets a new value, the
-    database key a new role with the old one dropped at once, and the out-of-band key makes the
-    ManagedSecret Ready=False Compromised until a new value is set."""
+    database key a new role with the old one dropped at once, and the out-of-band and fromSecret
+    keys make the ManagedSecret Ready=False Compromised until each has a new value. The
+    annotation the command leaves does not rotate again."""
     op = setup.operator()
     try:
         op.cli("secret", "set", f"{setup.tenant}/em", "api=CANARY-old-api-key")
+        setup.kube.request("POST", f"/api/v1/namespaces/{setup.tenant}/secrets", {
+            "metadata": {"name": "legacy"}, "stringData": {"v": "CANARY-imported"}})  # fmt: skip
         op.apply("em", {"data": [setup.item("1h"), {"key": "token", "generate": {}},
-                                 {"key": "api"}]})  # fmt: skip
+                                 {"key": "api"},
+                                 {"key": "imported", "fromSecret": {"name": "legacy", "key": "v"}}]})  # fmt: skip
         ready(op, "em")
         before = secret_data(op, "em")
         kube_env = {**setup.env, "KUBECONFIG": str(setup.kube.kubeconfig)}
@@ -297,12 +314,19 @@ def test_emergency_rotation_renews_what_it_can_and_marks_the_rest_compromised(
         assert not login(setup.pg, before["username"], before["password"])  # revoked at once
         assert login(setup.pg, after["username"], after["password"])
         status = op.msec("em")["status"]
-        assert set(status["compromised"]) == {"api"}
+        assert set(status["compromised"]) == {"api", "imported"}
         assert "CANARY" not in json.dumps(status) and "CANARY" not in op.log()
         op.cli("secret", "set", f"{setup.tenant}/em", "api=new-api-key")
+        eventually(lambda: set(op.msec("em")["status"]["compromised"]) == {"imported"},
+                   timeout=30, what="api no longer compromised")  # fmt: skip
+        assert reason(op, "em") == "Compromised"
+        op.cli("secret", "set", f"{setup.tenant}/em", "imported=new-import")
         ready(op, "em")
         assert secret_data(op, "em")["api"] == "new-api-key"
         assert not op.msec("em")["status"].get("compromised")
+        token = secret_data(op, "em")["token"]
+        time.sleep(3)  # the annotation is still there: its token was seen, nothing rotates
+        assert secret_data(op, "em")["token"] == token
     finally:
         op.stop()
 

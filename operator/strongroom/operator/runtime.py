@@ -198,8 +198,10 @@ class Runtime:
         checkpoint: CheckpointRef | None = None,
         checkpoint_seconds: float = 30.0,
         trust_namespace_names: bool = False,
+        database_engines: bool = False,
     ) -> None:
         self.settings = settings
+        self.database_engines = database_engines
         self.trust_namespace_names = trust_namespace_names
         self.rollout_restart = rollout_restart
         self.namespaces = tuple(namespaces)
@@ -268,6 +270,7 @@ class Runtime:
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
             rollout_restart=self.rollout_restart,
             trust_namespace_names=self.trust_namespace_names,
+            database_engines=self.database_engines,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip
@@ -405,7 +408,9 @@ class Runtime:
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self._gone(key, meta.get("uid"))
-            if self._loop is not None and releases_roles(body.get("spec") or {}):
+            if self.database_engines and self._loop is not None and releases_roles(
+                body.get("spec") or {}
+            ):
                 self._loop.run_in_executor(None, self._release_roles, key)
             return
         if not meta.get("deletionTimestamp"):
@@ -443,6 +448,7 @@ class Runtime:
         """A deleted ManagedSecret's database roles go with it (deletionPolicy Delete)."""
         assert self.syncer is not None  # noqa: S101
         try:
+            assert self.syncer.databases is not None  # noqa: S101 - database_engines is on
             dropped = self.syncer.databases.release(*key)
             log.info("%s/%s: %d database role(s) dropped with it", key[0], key[1], dropped)
         except (StrongroomError, ApiException, Urllib3Error) as exc:
@@ -452,6 +458,8 @@ class Runtime:
     def _reconcile_roles(self) -> None:
         """Before the first reconcile: drop the database roles the store does not know."""
         assert self.syncer is not None  # noqa: S101
+        if self.syncer.databases is None:
+            return  # STRONGROOM_DATABASE_ENGINES off: no engine is read, none may be
         try:
             dropped = self.syncer.databases.reconcile_orphans()
         except (StrongroomError, ApiException, Urllib3Error) as exc:

@@ -62,7 +62,7 @@ from strongroom.kubewrites import read_json
 from strongroom.metrics import CREDENTIAL_EXPIRY
 from strongroom.spec import DataItem
 
-__all__ = ["ENGINE_KIND", "ENGINE_PLURAL", "Databases", "Issue", "next_time", "releases_roles",
+__all__ = ["DATABASES_OFF", "ENGINE_KIND", "ENGINE_PLURAL", "Databases", "Issue", "next_time", "releases_roles",
            "selects"]
 
 log = logging.getLogger("strongroom.database")
@@ -78,6 +78,9 @@ DROP_ACTION = "database.drop"
 # orphan pass exists for. Nothing else reads it.
 FAULT_ENV = "STRONGROOM_TEST_FAULT"
 ISSUE_ACTION = "database.issue"
+
+
+DATABASES_OFF = "DatabaseEnginesOff"
 
 
 class Reason:
