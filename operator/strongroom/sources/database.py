@@ -355,6 +355,8 @@ class Databases:
                         conn.drop(role.role, terminate=True)
                         self._audit(DROP_ACTION, namespace, name,
                                     f"role {role.role} dropped: its ManagedSecret is gone")  # fmt: skip
+                        with contextlib.suppress(KeyError):  # its expiry is no one's now
+                            CREDENTIAL_EXPIRY.remove(namespace, name, role.key)
                         dropped += 1
         return dropped
 
