@@ -300,7 +300,10 @@ def cmd_secret_rotate(args: argparse.Namespace) -> int:
     (:mod:`strongroom.emergency`). Needs only ``patch`` on the ManagedSecret, no store access."""
     namespace, name = _ref(args.ref)
     for key in args.keys:
-        validate.key(key, write=True)
+        try:
+            validate.key(key, write=True)
+        except ValidationError as exc:
+            raise UsageError(str(exc)) from None
     from strongroom.emergency import ROTATE_ANNOTATION, rotation_patch
 
     patch = rotation_patch(args.keys, revoke=args.revoke)

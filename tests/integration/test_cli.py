@@ -428,7 +428,7 @@ STORE_COMMANDS = {
     ("serve",): ["--tls-secret", "ns/tls"],
 }  # fmt: skip
 CREATE_STORE = {("db", "upgrade")}
-NO_STORE = {("keygen",)}
+NO_STORE = {("keygen",), ("secret", "rotate")}  # rotate: the kubeconfig only (an annotation)
 
 
 @pytest.mark.parametrize("command", sorted(STORE_COMMANDS), ids=" ".join)

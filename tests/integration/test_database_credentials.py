@@ -359,3 +359,20 @@ def test_the_author_needs_use_on_the_engine(setup: Setup) -> None:
         return True
 
     eventually(admitted, timeout=30, what="admitted once use is granted")
+
+
+def test_secret_rotate_refuses_a_bad_reference_and_reports_an_unreachable_cluster(
+    tmp_path: Path,
+) -> None:
+    """Usage errors are exit 2 before anything is read; no cluster is one line, exit 1."""
+    env = {**child_env(f"sqlite:///{tmp_path / 's.db'}", MASTER_KEY.hex()),
+           "KUBECONFIG": str(tmp_path / "none")}  # fmt: skip
+    bad = subprocess.run([STRONGROOM, "secret", "rotate", "no-slash"], env=env,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "NAMESPACE/NAME" in bad.stderr
+    bad_key = subprocess.run([STRONGROOM, "secret", "rotate", "ns/app", "..data"], env=env,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad_key.returncode == 2, bad_key.stderr
+    gone = subprocess.run([STRONGROOM, "secret", "rotate", "ns/app"], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1 and "Traceback" not in gone.stderr
