@@ -495,6 +495,8 @@ EXIT_CASES = {
                                    ["ns/absent", "k"], "not found", stdin="{"),
     ("secret", "history"): ExitCase([], "required: NS/NAME", ["ns/absent"], "not found"),
     ("secret", "rebind"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/absent"], "not found"),
+    ("secret", "rotate"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/app"], "no Kubernetes access",
+                                   NO_KUBECONFIG),
     ("audit", "verify"): ExitCase(["--expect", "nonsense"], "SEQ:MAC",
                                   ["--expect", AHEAD], "behind the checkpoint"),
     ("audit", "tail"): ExitCase(["-n", "0"], "positive", [], "no store at ./strongroom.db",
