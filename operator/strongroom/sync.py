@@ -18,7 +18,6 @@ spec is ``Ready=False InvalidSpec``, never an exception out of the reconcile.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hmac
@@ -58,6 +57,7 @@ from strongroom.sources.composed import (
     CompositionError,
     GrantMissingError,
 )
+from strongroom.sources.imported import ImportFailedError, import_missing
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -304,38 +304,19 @@ class Syncer:
         events.extend(("Normal", "Rotated", f"generated a new value for {key}") for key in rotated)
         stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
 
-        new_values: dict[str, Any] = {}
-        sources_to_delete: list[str] = []
-        for item in spec.data:
-            if item.from_secret is not None and item.key not in stored:
-                source = read_secret(self.core, namespace, item.from_secret["name"])
-                refusal = policy.import_refusal(
-                    None if source is None else source.get("type"), item.from_secret["name"]
-                )
-                if refusal is not None:
-                    return Result(False, Reason.SOURCE_INVALID, refusal, permanent=True)
-                raw = None if source is None else (source.get("data") or {}).get(
-                    item.from_secret["key"])  # fmt: skip
-                if raw is None:
-                    return Result(
-                        False, Reason.SOURCE_NOT_FOUND,
-                        f"fromSecret {item.from_secret['name']}/{item.from_secret['key']} for key "
-                        f"{item.key} does not exist", retry=True,
-                    )  # fmt: skip
-                try:
-                    new_values[item.key] = base64.b64decode(raw).decode("utf-8")
-                except (ValueError, UnicodeDecodeError):
-                    return Result(False, Reason.SOURCE_INVALID,
-                                  f"fromSecret value for key {item.key} is not UTF-8 text")  # fmt: skip
-                events.append(("Normal", "Imported",
-                                f"imported {item.key} from Secret {item.from_secret['name']}"))  # fmt: skip
-                if item.from_secret.get("deleteSource"):
-                    sources_to_delete.append(item.from_secret["name"])
+        try:
+            imported = import_missing(self.core, namespace, spec.data, stored)
+        except ImportFailedError as exc:
+            if exc.missing:
+                return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), retry=True)
+            return Result(False, Reason.SOURCE_INVALID, clip(str(exc)), permanent=exc.refused)
+        new_values = imported.values
+        events.extend(imported.events)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
-        for source_name in sources_to_delete:
+        for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
