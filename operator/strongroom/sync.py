@@ -44,12 +44,14 @@ from strongroom.errors import (
     TemplateError,
     ValidationError,
 )
+from strongroom.finalizers import ensure_finalizer
 from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
 from strongroom.namespaceids import NamespaceIdentities
 from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
+from strongroom.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.sources.composed import (
     Composer,
@@ -68,12 +70,6 @@ __all__ = [
     "needs_finalizer", "status_patch",
 ]
 
-GROUP = "strongroom.io"
-VERSION = "v1alpha1"
-PLURAL = "managedsecrets"
-KIND = "ManagedSecret"
-
-FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
 # What the apiserver answers to a Secret it will never accept as sent (invalid, too large).
@@ -158,6 +154,24 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+
+
+def next_refresh(
+    spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
+) -> datetime | None:
+    """When to look again: the refresh interval (jittered), a rotation falling due, or the end of
+    the grace window of a previous version, whichever comes first."""
+    candidates: list[datetime] = []
+    if previous and spec.keep_previous is not None:
+        candidates.append(now + spec.keep_previous)  # to retire the previous version
+    if spec.refresh_policy == "Periodic":
+        jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
+        candidates.append(now + spec.refresh_interval * jitter)
+    for item in spec.data:
+        last = _parse_iso(generated.get(item.key))
+        if item.rotation_period is not None and last is not None:
+            candidates.append(last + item.rotation_period)
+    return policy.floor_schedule(now, candidates)
 
 
 class Syncer:
@@ -331,7 +345,7 @@ class Syncer:
                 False, Reason.MISSING_VALUES,
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
-                generated=generated, next_refresh=self._next_refresh(spec, generated, now),
+                generated=generated, next_refresh=next_refresh(spec, generated, now),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -349,7 +363,7 @@ class Syncer:
 
         # 2. Make the Secret match (a finalizer first when deletion will need us).
         if needs_finalizer(spec):
-            self.ensure_finalizer(body)
+            ensure_finalizer(self.custom, body)
         outcome = self._write_target(body, spec, namespace, desired, wanted_hmac)
         if isinstance(outcome, Result):
             return outcome
@@ -381,7 +395,7 @@ class Syncer:
             True, Reason.SYNCED,
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=self._next_refresh(spec, generated, now, previous=version > 1),
+            next_refresh=next_refresh(spec, generated, now, previous=version > 1),
             generated=generated, events=events,
         )  # fmt: skip
 
@@ -413,21 +427,6 @@ class Syncer:
         except CompositionError as exc:  # the source or its key is not there yet
             return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
                           retry=True)  # fmt: skip
-
-    def _next_refresh(
-        self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
-    ) -> datetime | None:
-        candidates: list[datetime] = []
-        if previous and spec.keep_previous is not None:
-            candidates.append(now + spec.keep_previous)  # to retire the previous version
-        if spec.refresh_policy == "Periodic":
-            jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
-            candidates.append(now + spec.refresh_interval * jitter)
-        for item in spec.data:
-            last = _parse_iso(generated.get(item.key))
-            if item.rotation_period is not None and last is not None:
-                candidates.append(last + item.rotation_period)
-        return policy.floor_schedule(now, candidates)
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -547,30 +546,6 @@ class Syncer:
         return body
 
     # -- deletion ---------------------------------------------------------------------------
-
-    def ensure_finalizer(self, body: Mapping[str, Any]) -> None:
-        """Add Strongroom's finalizer (conditional on the resourceVersion, so no edit is lost)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return
-        self._patch_finalizers(meta, [*finalizers, FINALIZER])
-
-    def release(self, body: Mapping[str, Any]) -> None:
-        """Remove Strongroom's finalizer once deletionPolicy is applied
-        (:mod:`strongroom.operator.deletions`)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            self._patch_finalizers(meta, [f for f in finalizers if f != FINALIZER])
-
-    def _patch_finalizers(self, meta: Mapping[str, Any], finalizers: list[str]) -> None:
-        patch = {"metadata": {"finalizers": finalizers,
-                              "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
-        discard(self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
-            _preload_content=False,
-        ))  # fmt: skip
 
     def audit(self, action: str, namespace: str, name: str, version: int | None,
               detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip

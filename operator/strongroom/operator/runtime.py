@@ -69,7 +69,7 @@ from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
 from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
-from strongroom.sources.composed import GRANT_KIND, GRANT_PLURAL
+from strongroom.resources import GRANT_KIND, GRANT_PLURAL
 from strongroom.spec import config_maps_of
 from strongroom.sync import (
     FINALIZER,

@@ -41,6 +41,7 @@ from strongroom.errors import StrongroomError
 from strongroom.kubewrites import read_json
 from strongroom.namespaceids import NamespaceIdentities
 from strongroom.policy import SpecRefusedError
+from strongroom.resources import GRANT_KIND, GRANT_PLURAL, GROUP, PLURAL, VERSION
 from strongroom.spec import DataItem, Reference, parse_reference
 
 __all__ = [
@@ -48,11 +49,6 @@ __all__ = [
     "CompositionError", "GrantMissingError", "SourceMissingError", "granted", "references_of",
 ]  # fmt: skip
 
-GROUP = "strongroom.io"
-VERSION = "v1alpha1"
-PLURAL = "managedsecrets"
-GRANT_KIND = "ManagedSecretGrant"
-GRANT_PLURAL = "managedsecretgrants"
 MAX_HOPS = 8
 COMPOSE_ACTION = "operator.compose"
 
