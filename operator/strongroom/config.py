@@ -295,6 +295,13 @@ class SealingPolicy:
     max_age: timedelta = timedelta(days=90)
     """Age after which the operator starts a new sealing key (STRONGROOM_SEALING_KEY_MAX_AGE),
     and after which a ManagedSecret whose blob uses an older key reports SealedKeyOld."""
+    configmap: str = ""
+    """Where the operator publishes the public sealing keys (STRONGROOM_SEALING_CONFIGMAP):
+    ``NAMESPACE/NAME``, ``NAME`` in POD_NAMESPACE, ``off``; empty: strongroom-sealing-keys in
+    POD_NAMESPACE, or nowhere outside a pod."""
+    publish_seconds: float = 60.0
+    """How often the operator checks the key's age and the ConfigMap
+    (STRONGROOM_SEALING_PUBLISH_SECONDS)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +368,9 @@ class Settings:
                             "mlkem768-x25519"),
                 max_age=_read(env, "STRONGROOM_SEALING_KEY_MAX_AGE", parse_duration,
                               timedelta(days=90)),
+                configmap=_read(env, "STRONGROOM_SEALING_CONFIGMAP", str, ""),
+                publish_seconds=float(_read(env, "STRONGROOM_SEALING_PUBLISH_SECONDS",
+                                            parse_positive_int, 60)),
             ),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}

@@ -31,6 +31,7 @@ class DataItem:
     generate: Mapping[str, Any] | None = None
     from_secret: Mapping[str, Any] | None = None
     rotation_period: timedelta | None = None
+    sealed: str | None = None  # a blob of strongroom.sealing, opened by sources/sealed.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +78,11 @@ def _item(raw: object, index: int) -> DataItem:
         validate.key(key, write=True)
     except ValidationError as exc:
         raise policy.SpecRefusedError(f"data[{index}].key: {exc}") from None
-    generate, from_secret = raw.get("generate"), raw.get("fromSecret")
-    if generate is not None and from_secret is not None:
-        raise policy.SpecRefusedError(f"data[{key}] takes at most one source (generate or fromSecret)")
+    generate, from_secret, sealed = raw.get("generate"), raw.get("fromSecret"), raw.get("sealed")
+    if sum(source is not None for source in (generate, from_secret, sealed)) > 1:
+        raise policy.SpecRefusedError(f"data[{key}] takes at most one source (generate, fromSecret or sealed)")
+    if sealed is not None and not isinstance(sealed, str):
+        raise policy.SpecRefusedError(f"data[{key}].sealed must be a string")
     period = None
     if isinstance(generate, Mapping) and generate.get("rotationPeriod") is not None:
         period = policy.duration(f"data[{key}].generate.rotationPeriod",
@@ -88,7 +91,7 @@ def _item(raw: object, index: int) -> DataItem:
         isinstance(from_secret, Mapping) and from_secret.get("name") and from_secret.get("key")
     ):
         raise policy.SpecRefusedError(f"data[{key}].fromSecret needs a name and a key")
-    return DataItem(key, generate, from_secret, period)
+    return DataItem(key, generate, from_secret, period, sealed)
 
 
 @dataclasses.dataclass(frozen=True)

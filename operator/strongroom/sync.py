@@ -52,6 +52,7 @@ from strongroom.namespaceids import NamespaceIdentities
 from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
+from strongroom.sources.sealed import SealedOutcome, SealedSource
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -102,6 +103,9 @@ class Reason:
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
     NAMESPACE_MISMATCH = "NamespaceMismatch"
     TEMPLATE_ERROR = "TemplateError"
+    SEALED_INVALID = "SealedInvalid"  # a data[].sealed blob does not open here (no detail)
+    SEALED_KEY_OLD = "SealedKeyOld"  # condition type and reason: reseal with a newer key
+    SEALED_KEY_CURRENT = "SealedKeyCurrent"
 
 
 @dataclasses.dataclass
@@ -120,6 +124,7 @@ class Result:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     retry: bool = False
     permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
+    sealed: SealedOutcome | None = None  # data[].sealed as opened (status.sealed, SealedKeyOld)
 
 
 def generate_value(length: int, charset: str) -> str:
@@ -177,6 +182,7 @@ class Syncer:
         self.custom = custom
         self.actor = actor
         self._hmac_key = hmac_key
+        self.sealed = SealedSource(room, actor=actor, max_age=room.settings.sealing.max_age)
 
     @property
     def hmac_key(self) -> bytes:
@@ -323,12 +329,28 @@ class Syncer:
                                 f"imported {item.key} from Secret {item.from_secret['name']}"))  # fmt: skip
                 if item.from_secret.get("deleteSource"):
                     sources_to_delete.append(item.from_secret["name"])
+        sealed = None
+        if any(item.sealed is not None for item in spec.data):
+            sealed = self.sealed.resolve(namespace, name, spec.data, stored,
+                                         status.get("sealed") or {})  # fmt: skip
+            if sealed.invalid:  # nothing written: the Secret keeps its last good data
+                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
+                              version=version or None, generated=generated, permanent=True)  # fmt: skip
+            new_values.update(sealed.values)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
         for source_name in sources_to_delete:
             delete_secret(self.core, namespace, source_name)
+        if sealed is not None and sealed.opened:
+            self.audit("operator.unseal", namespace, name, version,
+                       f"opened sealed {', '.join(sealed.opened)}; "
+                       f"{len(sealed.values)} stored as a new version")  # fmt: skip
+            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
+        if sealed is not None or status.get("sealed"):
+            self.sealed.record(namespace, name, status.get("sealed") or {},
+                               sealed or SealedOutcome())  # fmt: skip
 
         missing = sorted(item.key for item in spec.data if item.key not in stored)
         if missing or not stored:
@@ -338,6 +360,7 @@ class Syncer:
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
                 generated=generated, next_refresh=self._next_refresh(spec, generated, now),
+                sealed=self._sealed_status(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -388,10 +411,17 @@ class Syncer:
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
             next_refresh=self._next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events,
+            generated=generated, events=events, sealed=self._sealed_status(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
+        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
+        if sealed is not None:
+            return sealed
+        return SealedOutcome() if status.get("sealed") else None
 
     def _next_refresh(
         self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
@@ -594,6 +624,13 @@ def status_patch(
         else status["targetName"],
         "generated": result.generated or status.get("generated") or {},
     }
+    if result.sealed is not None:
+        new["sealed"] = result.sealed.status
+        if result.sealed.status:
+            conditions.append(_sealed_key_condition(result.sealed, old.get(Reason.SEALED_KEY_OLD),
+                                                    generation, now))  # fmt: skip
+    elif old.get(Reason.SEALED_KEY_OLD):  # not looked at in this pass: as it was
+        conditions.append(old[Reason.SEALED_KEY_OLD])
     if result.version is not None:
         new["version"] = result.version
     if result.data_hmac is not None:
@@ -610,3 +647,18 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,
+                          generation: int | None, now: datetime) -> dict[str, Any]:  # fmt: skip
+    """``SealedKeyOld``: True while a data[].sealed blob uses a sealing key older than
+    STRONGROOM_SEALING_KEY_MAX_AGE (reseal it), False otherwise."""
+    state = "True" if sealed.old else "False"
+    previous = previous or {}
+    return {
+        "type": Reason.SEALED_KEY_OLD, "status": state,
+        "reason": Reason.SEALED_KEY_OLD if sealed.old else Reason.SEALED_KEY_CURRENT,
+        "message": clip(sealed.old_message()), "observedGeneration": generation,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if previous.get("status") == state and previous.get("lastTransitionTime") else _iso(now),
+    }  # fmt: skip
