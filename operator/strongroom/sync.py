@@ -270,6 +270,13 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
+        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
+        if any(item.sealed is not None for item in spec.data):
+            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
+            if sealed.invalid:  # nothing written: the Secret keeps its last good data
+                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
+                              version=status.get("version"), generated=generated,
+                              permanent=True)  # fmt: skip
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -294,6 +301,8 @@ class Syncer:
                         rotated.append(item.key)
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
+            if sealed is not None:  # in the same version as generated values
+                fresh.update(sealed.changed(current))
             policy.check_key_count(len({*current, *fresh}), name)
             return fresh
 
@@ -329,14 +338,15 @@ class Syncer:
                                 f"imported {item.key} from Secret {item.from_secret['name']}"))  # fmt: skip
                 if item.from_secret.get("deleteSource"):
                     sources_to_delete.append(item.from_secret["name"])
-        sealed = None
-        if any(item.sealed is not None for item in spec.data):
-            sealed = self.sealed.resolve(namespace, name, spec.data, stored,
-                                         status.get("sealed") or {})  # fmt: skip
-            if sealed.invalid:  # nothing written: the Secret keeps its last good data
-                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
-                              version=version or None, generated=generated, permanent=True)  # fmt: skip
-            new_values.update(sealed.values)
+        if sealed is not None:  # values the store lost since their blob was opened: again
+            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
+            if lost:
+                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
+                if more.invalid:
+                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
+                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
+                new_values.update(more.changed(stored))
+                sealed.merge(more)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
@@ -346,7 +356,7 @@ class Syncer:
         if sealed is not None and sealed.opened:
             self.audit("operator.unseal", namespace, name, version,
                        f"opened sealed {', '.join(sealed.opened)}; "
-                       f"{len(sealed.values)} stored as a new version")  # fmt: skip
+                       f"{len(sealed.values)} changed")  # fmt: skip
             events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
         if sealed is not None or status.get("sealed"):
             self.sealed.record(namespace, name, status.get("sealed") or {},

@@ -38,7 +38,9 @@ KEY_LIST_SECONDS = 30.0  # how long the list of sealing keys (public part) is re
 class SealedOutcome:
     """What the sealed items of one ManagedSecret need."""
 
-    values: dict[str, str] = dataclasses.field(default_factory=dict)
+    opened_values: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    """What the blobs opened in this pass hold (memory only; never printed)."""
+    values: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     """Keys whose opened value differs from the stored one: to write as a new version."""
     invalid: list[str] = dataclasses.field(default_factory=list)
     """Keys whose blob does not open here."""
@@ -48,6 +50,21 @@ class SealedOutcome:
     """``status.sealed``: per key, the sealing key id and the blob's digest."""
     opened: list[str] = dataclasses.field(default_factory=list)
     """Keys whose blob was opened in this pass (audited)."""
+
+    def changed(self, current: Mapping[str, Any]) -> dict[str, str]:
+        """The opened values that differ from ``current`` (also kept as :attr:`values`); for
+        the reconcile's ``produce``, so they are written in the same version as generated
+        ones. May be called more than once."""
+        self.values = {k: v for k, v in self.opened_values.items() if current.get(k) != v}
+        return dict(self.values)
+
+    def merge(self, other: SealedOutcome) -> None:
+        self.opened_values.update(other.opened_values)
+        self.values.update(other.values)
+        self.invalid += other.invalid
+        self.old += [key for key in other.old if key not in self.old]
+        self.status.update(other.status)
+        self.opened += other.opened
 
     def invalid_message(self) -> str:
         return (f"data[{', '.join(self.invalid)}].sealed does not open for this ManagedSecret; "
@@ -80,20 +97,22 @@ class SealedSource:
                 self._listed = (time.monotonic(), infos)
         return infos
 
-    def resolve(
-        self, namespace: str, name: str, items: Iterable[DataItem], stored: Mapping[str, Any],
-        recorded: Mapping[str, Any],
+    def open(
+        self, namespace: str, name: str, items: Iterable[DataItem], recorded: Mapping[str, Any],
+        *, only: frozenset[str] | None = None,
     ) -> SealedOutcome:  # fmt: skip
-        """Open what changed. ``recorded``: ``status.sealed`` as the status has it now."""
+        """Open the blobs whose digest differs from ``recorded`` (``status.sealed`` as the
+        status has it now); ``only``: open just these keys, whatever was recorded (values the
+        store lost)."""
         out = SealedOutcome()
         now = datetime.now(UTC)
         for item in items:
-            if item.sealed is None:
+            if item.sealed is None or (only is not None and item.key not in only):
                 continue
             blob, key = item.sealed, item.key
             seen = recorded.get(key) if isinstance(recorded.get(key), Mapping) else None
             blob_digest = digest(blob)
-            if seen is not None and seen.get("digest") == blob_digest and key in stored:
+            if only is None and seen is not None and seen.get("digest") == blob_digest:
                 key_id = str(seen.get("keyId", ""))
             else:
                 try:
@@ -105,8 +124,7 @@ class SealedSource:
                     continue
                 SEALED_OPENED.labels("ok").inc()
                 out.opened.append(key)
-                if stored.get(key) != value:
-                    out.values[key] = value
+                out.opened_values[key] = value
             out.status[key] = {"keyId": key_id, "digest": blob_digest}
             info = self._key_infos().get(key_id) or self._key_infos(fresh=True).get(key_id)
             if info is not None and now - info.created >= self.max_age:
