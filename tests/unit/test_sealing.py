@@ -261,3 +261,54 @@ def test_created_times_are_recorded(store: Strongroom) -> None:
     info = SealingKeys(store, actor="tester").rotate(SuiteId.X25519)
     listed = SealingKeys(store, actor="tester").list()[0]
     assert listed.created == info.created >= before
+
+
+# -- the spec and the status ------------------------------------------------------------------
+
+@pytest.mark.parametrize("item", [
+    pytest.param({"key": "k", "sealed": "srs1.AA", "generate": {}}, id="sealed-and-generate"),
+    pytest.param({"key": "k", "sealed": "srs1.AA", "fromSecret": {"name": "s", "key": "k"}},
+                 id="sealed-and-fromSecret"),
+    pytest.param({"key": "k", "sealed": {"not": "text"}}, id="sealed-not-a-string"),
+])  # fmt: skip
+def test_the_operator_refuses_a_sealed_item_with_another_source_or_no_text(
+    item: dict[str, object],
+) -> None:
+    from strongroom.policy import SpecRefusedError
+    from strongroom.spec import Spec
+
+    with pytest.raises(SpecRefusedError, match=r"data\[k\]"):
+        Spec.parse("db", {"data": [item]})
+    assert Spec.parse("db", {"data": [{"key": "k", "sealed": "srs1.AA"}]}).data[0].sealed == "srs1.AA"
+
+
+def test_sealed_key_old_is_a_condition_of_its_own_only_where_blobs_are() -> None:
+    from strongroom.sources.sealed import SealedOutcome
+    from strongroom.sync import Result, status_patch
+
+    body = {"metadata": {"name": "db", "namespace": "payments", "generation": 3}, "spec": {}}
+    plain = status_patch(body, Result(True, "Synced", "ok", version=1))
+    assert plain is not None and [c["type"] for c in plain["conditions"]] == ["Ready", "Synced"]
+    old = SealedOutcome(status={"pw": {"keyId": KEY_ID, "digest": "d"}}, old=["pw"])
+    patch = status_patch(body, Result(True, "Synced", "ok", version=1, sealed=old))
+    assert patch is not None and patch["sealed"] == {"pw": {"keyId": KEY_ID, "digest": "d"}}
+    cond = {c["type"]: c for c in patch["conditions"]}["SealedKeyOld"]
+    assert (cond["status"], cond["reason"]) == ("True", "SealedKeyOld")
+    assert "data[pw].sealed" in cond["message"] and "reseal" in cond["message"]
+    # A pass that did not look at the blobs (a failure elsewhere) keeps the condition as it was.
+    kept = status_patch({**body, "status": patch}, Result(False, "StoreUnavailable", "down"))
+    assert kept is not None
+    assert {c["type"]: c for c in kept["conditions"]}["SealedKeyOld"] == cond
+    current = SealedOutcome(status={"pw": {"keyId": KEY_ID, "digest": "e"}})
+    fresh = status_patch({**body, "status": patch}, Result(True, "Synced", "ok", version=1,
+                                                           sealed=current))  # fmt: skip
+    assert fresh is not None
+    cond = {c["type"]: c for c in fresh["conditions"]}["SealedKeyOld"]
+    assert (cond["status"], cond["reason"]) == ("False", "SealedKeyCurrent")
+
+
+def test_an_opened_value_is_never_in_the_outcomes_repr() -> None:
+    from strongroom.sources.sealed import SealedOutcome
+
+    outcome = SealedOutcome(opened_values={"pw": "CANARY-repr"}, values={"pw": "CANARY-repr"})
+    assert "CANARY-repr" not in repr(outcome)
