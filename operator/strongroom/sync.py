@@ -60,6 +60,7 @@ from strongroom.sources.composed import (
     GrantMissingError,
 )
 from strongroom.sources.imported import ImportFailedError, import_missing
+from strongroom.sources.sealed import SealedOutcome, SealedSource
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -106,6 +107,9 @@ class Reason:
     TEMPLATE_ERROR = "TemplateError"
     COMPOSITION_CYCLE = "CompositionCycle"
     GRANT_MISSING = "GrantMissing"
+    SEALED_INVALID = "SealedInvalid"  # a data[].sealed blob does not open here (no detail)
+    SEALED_KEY_OLD = "SealedKeyOld"  # condition type and reason: reseal with a newer key
+    SEALED_KEY_CURRENT = "SealedKeyCurrent"
 
 
 @dataclasses.dataclass
@@ -124,6 +128,7 @@ class Result:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     retry: bool = False
     permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
+    sealed: SealedOutcome | None = None  # data[].sealed as opened (status.sealed, SealedKeyOld)
 
 
 def generate_value(length: int, charset: str) -> str:
@@ -199,6 +204,7 @@ class Syncer:
         self.custom = custom
         self.actor = actor
         self._hmac_key = hmac_key
+        self.sealed = SealedSource(room, actor=actor, max_age=room.settings.sealing.max_age)
 
     @property
     def hmac_key(self) -> bytes:
@@ -286,6 +292,13 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
+        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
+        if any(item.sealed is not None for item in spec.data):
+            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
+            if sealed.invalid:  # nothing written: the Secret keeps its last good data
+                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
+                              version=status.get("version"), generated=generated,
+                              permanent=True)  # fmt: skip
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -310,6 +323,8 @@ class Syncer:
                         rotated.append(item.key)
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
+            if sealed is not None:  # in the same version as generated values
+                fresh.update(sealed.changed(current))
             policy.check_key_count(len({*current, *fresh}), name)
             return fresh
 
@@ -326,12 +341,29 @@ class Syncer:
             return Result(False, Reason.SOURCE_INVALID, clip(str(exc)), permanent=exc.refused)
         new_values = imported.values
         events.extend(imported.events)
+        if sealed is not None:  # values the store lost since their blob was opened: again
+            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
+            if lost:
+                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
+                if more.invalid:
+                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
+                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
+                new_values.update(more.changed(stored))
+                sealed.merge(more)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
         for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
+        if sealed is not None and sealed.opened:
+            self.audit("operator.unseal", namespace, name, version,
+                       f"opened sealed {', '.join(sealed.opened)}; "
+                       f"{len(sealed.values)} changed")  # fmt: skip
+            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
+        if sealed is not None or status.get("sealed"):
+            self.sealed.record(namespace, name, status.get("sealed") or {},
+                               sealed or SealedOutcome())  # fmt: skip
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -346,6 +378,7 @@ class Syncer:
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
                 generated=generated, next_refresh=next_refresh(spec, generated, now),
+                sealed=self._sealed_status(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -396,7 +429,7 @@ class Syncer:
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
             next_refresh=next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events,
+            generated=generated, events=events, sealed=self._sealed_status(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
@@ -427,6 +460,13 @@ class Syncer:
         except CompositionError as exc:  # the source or its key is not there yet
             return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
                           retry=True)  # fmt: skip
+
+    @staticmethod
+    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
+        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
+        if sealed is not None:
+            return sealed
+        return SealedOutcome() if status.get("sealed") else None
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -590,6 +630,13 @@ def status_patch(
         else status["targetName"],
         "generated": result.generated or status.get("generated") or {},
     }
+    if result.sealed is not None:
+        new["sealed"] = result.sealed.status
+        if result.sealed.status:
+            conditions.append(_sealed_key_condition(result.sealed, old.get(Reason.SEALED_KEY_OLD),
+                                                    generation, now))  # fmt: skip
+    elif old.get(Reason.SEALED_KEY_OLD):  # not looked at in this pass: as it was
+        conditions.append(old[Reason.SEALED_KEY_OLD])
     if result.version is not None:
         new["version"] = result.version
     if result.data_hmac is not None:
@@ -606,3 +653,18 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,
+                          generation: int | None, now: datetime) -> dict[str, Any]:  # fmt: skip
+    """``SealedKeyOld``: True while a data[].sealed blob uses a sealing key older than
+    STRONGROOM_SEALING_KEY_MAX_AGE (reseal it), False otherwise."""
+    state = "True" if sealed.old else "False"
+    previous = previous or {}
+    return {
+        "type": Reason.SEALED_KEY_OLD, "status": state,
+        "reason": Reason.SEALED_KEY_OLD if sealed.old else Reason.SEALED_KEY_CURRENT,
+        "message": clip(sealed.old_message()), "observedGeneration": generation,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if previous.get("status") == state and previous.get("lastTransitionTime") else _iso(now),
+    }  # fmt: skip
