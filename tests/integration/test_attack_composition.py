@@ -236,3 +236,59 @@ def test_attack_a_tenant_reads_a_private_value_through_a_readable_managedsecret_
     secret = op.secret("mine")
     assert secret is None or CANARY not in json.dumps(decoded(secret)), (
         "the tenant's Secret holds private's value")
+
+
+def test_attack_the_admission_policies_hold_on_every_path_a_tenant_can_take(
+    kube: KubeCluster, op: OperatorProcess
+) -> None:
+    """The namespace written out as this one, twice the same name, a name in capitals, an
+    UPDATE (merge patch and replace) of an admitted object, and a grant widened by an edit:
+    each refused for a tenant who may read the values of ``shared`` only."""
+    ns = op.namespace
+    for name in ("private", "shared"):
+        op.apply(name, {"data": [{"key": "pw", "generate": {}}]})
+    kube.grant(ns, "tenant", [
+        {"apiGroups": ["strongroom.io"], "resources": ["managedsecrets", "managedsecretgrants"],
+         "verbs": ["get", "list", "create", "update", "patch"]},
+        {"apiGroups": ["strongroom.io"], "resources": ["managedsecrets/values"],
+         "resourceNames": ["shared"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ])  # fmt: skip
+    token = kube.service_account_token(ns, "tenant", create=False)
+
+    def msec(*refs: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
+                "metadata": {"name": "mine"},
+                "spec": {"data": [{"key": f"k{i}", "fromManagedSecret": ref}
+                                  for i, ref in enumerate(refs)]}}  # fmt: skip
+
+    def refused(method: str, path: str, body: dict[str, Any], **kw: str) -> bool:
+        try:
+            kube.request(method, path, body, token=token, **kw)
+        except urllib.error.HTTPError as exc:
+            return exc.code in {403, 422}
+        return False
+
+    dry = f"{MSECS.format(ns=ns)}?dryRun=All"
+    assert not refused("POST", dry, msec(composed("shared", "pw"))), "the allowed case refused"
+    assert refused("POST", dry, msec(composed("private", "pw", ns))), "namespace written out"
+    assert refused("POST", dry, msec(composed("shared", "pw"), composed("private", "pw"))), "two"
+    assert refused("POST", dry, msec(composed("shared", "pw"), composed("private", "pw", ns)))
+    assert refused("POST", dry, msec(composed("private", "pw", ns.upper()))), "capitals"
+    kube.request("POST", MSECS.format(ns=ns), msec(composed("shared", "pw")), token=token)
+    path = f"{MSECS.format(ns=ns)}/mine"
+    assert refused("PATCH", path, {"spec": msec(composed("private", "pw"))["spec"]},
+                   content_type="application/merge-patch+json"), "merge patch"  # fmt: skip
+    current = kube.request("GET", path)
+    assert refused("PUT", path, {**current, "spec": msec(composed("private", "pw", ns))["spec"]})
+    # Grants: sharing shared is allowed; widening that grant to private by an edit is not.
+    grants = GRANTS.format(ns=ns)
+    body = {"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecretGrant",
+            "metadata": {"name": "g"},
+            "spec": {"from": [{"namespace": "elsewhere"}], "to": [{"name": "shared"}]}}  # fmt: skip
+    kube.request("POST", grants, body, token=token)
+    assert refused("PATCH", f"{grants}/g", {"spec": {"to": [{"name": "shared"}, {"name": "private"}]}},
+                   content_type="application/merge-patch+json"), "grant widened"  # fmt: skip
+    assert refused("POST", f"{grants}?dryRun=All",
+                   {**body, "metadata": {"name": "h"}, "spec": {**body["spec"],
+                                                                "to": [{"name": "private"}]}})  # fmt: skip
