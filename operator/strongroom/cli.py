@@ -813,6 +813,10 @@ def _register_extensions(sub: argparse._SubParsersAction[_Parser]) -> None:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
     server_flags.register(sub, run, _settings)  # `serve`, and `run --serve`
+    from strongroom import sealcli  # `seal …` (sealed values for Git)
+
+    sealcli.register(sub, open_store=lambda args: Strongroom.open(_settings(args)), say=_say,
+                     usage=UsageError)  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -276,6 +276,34 @@ class DataKeyPolicy:
     """Age after which a seed stops being used for new writes."""
 
 
+SEALING_SUITES = ("mlkem768-x25519", "x25519")
+
+
+def parse_sealing_suite(text: str) -> str:
+    if text not in SEALING_SUITES:
+        raise ValueError(f"must be one of {', '.join(SEALING_SUITES)}")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class SealingPolicy:
+    """Sealing keys (:mod:`strongroom.sealing`): which suite new ones use and when to rotate."""
+
+    suite: str = "mlkem768-x25519"
+    """HPKE suite of new sealing keys (STRONGROOM_SEALING_SUITE): the post-quantum hybrid by
+    default; ``x25519`` for tools that cannot do ML-KEM."""
+    max_age: timedelta = timedelta(days=90)
+    """Age after which the operator starts a new sealing key (STRONGROOM_SEALING_KEY_MAX_AGE),
+    and after which a ManagedSecret whose blob uses an older key reports SealedKeyOld."""
+    configmap: str = ""
+    """Where the operator publishes the public sealing keys (STRONGROOM_SEALING_CONFIGMAP):
+    ``NAMESPACE/NAME``, ``NAME`` in POD_NAMESPACE, ``off``; empty: strongroom-sealing-keys in
+    POD_NAMESPACE, or nowhere outside a pod."""
+    publish_seconds: float = 60.0
+    """How often the operator checks the key's age and the ConfigMap
+    (STRONGROOM_SEALING_PUBLISH_SECONDS)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything Strongroom needs to open its store and keyring."""
@@ -304,6 +332,8 @@ class Settings:
     """Tries per KEK call before a transient failure (throttling, unreachable) is an error."""
     audit_sinks: AuditSinkSettings = dataclasses.field(default_factory=AuditSinkSettings)
     """Copies of the audit events outside the database (STRONGROOM_AUDIT_SINKS[_MODE])."""
+    sealing: SealingPolicy = dataclasses.field(default_factory=SealingPolicy)
+    """Sealing keys' suite and rotation age."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -333,6 +363,15 @@ class Settings:
             auto_migrate=_read(env, "STRONGROOM_AUTO_MIGRATE", parse_bool, True),
             kek_max_attempts=_read(env, "STRONGROOM_KEK_MAX_ATTEMPTS", parse_positive_int, 5),
             audit_sinks=AuditSinkSettings.from_env(env),
+            sealing=SealingPolicy(
+                suite=_read(env, "STRONGROOM_SEALING_SUITE", parse_sealing_suite,
+                            "mlkem768-x25519"),
+                max_age=_read(env, "STRONGROOM_SEALING_KEY_MAX_AGE", parse_duration,
+                              timedelta(days=90)),
+                configmap=_read(env, "STRONGROOM_SEALING_CONFIGMAP", str, ""),
+                publish_seconds=float(_read(env, "STRONGROOM_SEALING_PUBLISH_SECONDS",
+                                            parse_positive_int, 60)),
+            ),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(settings, **clean) if clean else settings  # type: ignore[arg-type]

@@ -112,6 +112,16 @@ AUDIT_CHECKPOINT_ERRORS = Counter(
     "did not answer.",
     ["op"],
 )
+SEALED_KEY_OLD = Gauge(
+    "strongroom_sealed_values_old_key",
+    "Sealed values (ManagedSecret keys) whose sealing key is older than "
+    "STRONGROOM_SEALING_KEY_MAX_AGE: to reseal (their ManagedSecrets say SealedKeyOld).",
+)
+SEALED_OPENED = Counter(
+    "strongroom_sealed_opened",
+    "Sealed values the operator opened, by outcome (ok, invalid).",
+    ["outcome"],
+)
 CREDENTIAL_EXPIRY = Gauge(
     "strongroom_credential_expiry_timestamp_seconds",
     "When the database credential a ManagedSecret key holds expires (Unix time); it is renewed "

@@ -27,7 +27,7 @@ from strongroom.errors import TemplateError
 
 __all__ = ["PRESETS", "Preset", "build"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Preset:
@@ -62,7 +62,7 @@ def _field(preset: Preset, field: str, keys: Mapping[str, str], text: Mapping[st
 def _dotenv(text: Mapping[str, str]) -> str:
     lines = []
     for key in sorted(text):
-        if not _ENV_NAME.match(key):
+        if not _ENV_NAME.fullmatch(key):  # match() would let "KEY\n" through ($)
             raise TemplateError("preset dotenv", None, f"key {key!r} is not an environment "
                                 "variable name (letters, digits, _; not first a digit)")  # fmt: skip
         value = text[key]

@@ -24,7 +24,7 @@ CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
 REFRESH_POLICIES = ("Periodic", "OnChange", "CreatedOnce")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
-SOURCES = ("generate", "fromSecret", "fromManagedSecret", "database")  # a data item's, exclusive
+SOURCES = ("generate", "fromSecret", "fromManagedSecret", "sealed", "database")  # exclusive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,8 @@ class DataItem:
     from_secret: Mapping[str, Any] | None = None
     rotation_period: timedelta | None = None
     from_managed_secret: Reference | None = None
-    database: DatabaseItem | None = None
+    sealed: str | None = None  # a blob of strongroom.sealing, opened by sources/sealed.py
+    database: DatabaseItem | None = None  # issued by sources/database.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,9 @@ def _item(raw: object, index: int) -> DataItem:
     if len(sources) > 1:
         raise policy.SpecRefusedError(f"data[{key}] takes at most one source "
                                       f"({', '.join(SOURCES)})")  # fmt: skip
+    sealed = raw.get("sealed")
+    if sealed is not None and not isinstance(sealed, str):
+        raise policy.SpecRefusedError(f"data[{key}].sealed must be a string")
     period = None
     if isinstance(generate, Mapping) and generate.get("rotationPeriod") is not None:
         period = policy.duration(f"data[{key}].generate.rotationPeriod",
@@ -108,8 +112,9 @@ def _item(raw: object, index: int) -> DataItem:
         isinstance(from_secret, Mapping) and from_secret.get("name") and from_secret.get("key")
     ):
         raise policy.SpecRefusedError(f"data[{key}].fromSecret needs a name and a key")
-    return DataItem(key, generate, from_secret, period, parse_reference(key, raw.get("fromManagedSecret")),
-                    parse_database(key, raw.get("database")))
+    return DataItem(key, generate, from_secret, period,
+                    from_managed_secret=parse_reference(key, raw.get("fromManagedSecret")),
+                    sealed=sealed, database=parse_database(key, raw.get("database")))  # fmt: skip
 
 
 def parse_reference(key: str, raw: object) -> Reference | None:

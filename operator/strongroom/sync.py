@@ -18,7 +18,6 @@ spec is ``Ready=False InvalidSpec``, never an exception out of the reconcile.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hmac
@@ -46,12 +45,14 @@ from strongroom.errors import (
     TemplateError,
     ValidationError,
 )
+from strongroom.finalizers import ensure_finalizer
 from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
 from strongroom.namespaceids import NamespaceIdentities
 from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
+from strongroom.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.sources.composed import (
     Composer,
@@ -60,6 +61,8 @@ from strongroom.sources.composed import (
     GrantMissingError,
 )
 from strongroom.sources.database import DATABASES_OFF, Databases, next_time
+from strongroom.sources.imported import ImportFailedError, import_missing
+from strongroom.sources.sealed import SealedOutcome, SealedSource
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -70,12 +73,6 @@ __all__ = [
     "needs_finalizer", "status_patch",
 ]
 
-GROUP = "strongroom.io"
-VERSION = "v1alpha1"
-PLURAL = "managedsecrets"
-KIND = "ManagedSecret"
-
-FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
 # What the apiserver answers to a Secret it will never accept as sent (invalid, too large).
@@ -112,6 +109,9 @@ class Reason:
     TEMPLATE_ERROR = "TemplateError"
     COMPOSITION_CYCLE = "CompositionCycle"
     GRANT_MISSING = "GrantMissing"
+    SEALED_INVALID = "SealedInvalid"  # a data[].sealed blob does not open here (no detail)
+    SEALED_KEY_OLD = "SealedKeyOld"  # condition type and reason: reseal with a newer key
+    SEALED_KEY_CURRENT = "SealedKeyCurrent"
 
 
 @dataclasses.dataclass
@@ -130,6 +130,7 @@ class Result:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     retry: bool = False
     permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
+    sealed: SealedOutcome | None = None  # data[].sealed as opened (status.sealed, SealedKeyOld)
     status_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # emergency's
 
 
@@ -163,6 +164,24 @@ def _iso(moment: datetime) -> str:
 
 
 
+def next_refresh(
+    spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
+) -> datetime | None:
+    """When to look again: the refresh interval (jittered), a rotation falling due, or the end of
+    the grace window of a previous version, whichever comes first."""
+    candidates: list[datetime] = []
+    if previous and spec.keep_previous is not None:
+        candidates.append(now + spec.keep_previous)  # to retire the previous version
+    if spec.refresh_policy == "Periodic":
+        jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
+        candidates.append(now + spec.refresh_interval * jitter)
+    for item in spec.data:
+        last = _parse_iso(generated.get(item.key))
+        if item.rotation_period is not None and last is not None:
+            candidates.append(last + item.rotation_period)
+    return policy.floor_schedule(now, candidates)
+
+
 class Syncer:
     """Reconciles ManagedSecrets; thread-safe as long as one object is reconciled at a time."""
 
@@ -189,6 +208,7 @@ class Syncer:
         self.custom = custom
         self.actor = actor
         self._hmac_key = hmac_key
+        self.sealed = SealedSource(room, actor=actor, max_age=room.settings.sealing.max_age)
         self.databases = Databases(room, core, custom, actor=actor) if database_engines else None
 
     @property
@@ -279,6 +299,13 @@ class Syncer:
         rotated: list[str] = []
         rotation = Rotation.requested(body["metadata"], status)  # strongroom.emergency
         renew = rotation.renewable(spec.data) if rotation is not None else set()
+        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
+        if any(item.sealed is not None for item in spec.data):
+            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
+            if sealed.invalid:  # nothing written: the Secret keeps its last good data
+                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
+                              version=status.get("version"), generated=generated,
+                              permanent=True)  # fmt: skip
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -303,6 +330,8 @@ class Syncer:
                         rotated.append(item.key)
                 elif item.key not in generated:
                     generated[item.key] = _iso(now)
+            if sealed is not None:  # in the same version as generated values
+                fresh.update(sealed.changed(current))
             policy.check_key_count(len({*current, *fresh}), name)
             return fresh
 
@@ -311,39 +340,37 @@ class Syncer:
         events.extend(("Normal", "Rotated", f"generated a new value for {key}") for key in rotated)
         stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
 
-        new_values: dict[str, Any] = {}
-        sources_to_delete: list[str] = []
-        for item in spec.data:
-            if item.from_secret is not None and item.key not in stored:
-                source = read_secret(self.core, namespace, item.from_secret["name"])
-                refusal = policy.import_refusal(
-                    None if source is None else source.get("type"), item.from_secret["name"]
-                )
-                if refusal is not None:
-                    return Result(False, Reason.SOURCE_INVALID, refusal, permanent=True)
-                raw = None if source is None else (source.get("data") or {}).get(
-                    item.from_secret["key"])  # fmt: skip
-                if raw is None:
-                    return Result(
-                        False, Reason.SOURCE_NOT_FOUND,
-                        f"fromSecret {item.from_secret['name']}/{item.from_secret['key']} for key "
-                        f"{item.key} does not exist", retry=True,
-                    )  # fmt: skip
-                try:
-                    new_values[item.key] = base64.b64decode(raw).decode("utf-8")
-                except (ValueError, UnicodeDecodeError):
-                    return Result(False, Reason.SOURCE_INVALID,
-                                  f"fromSecret value for key {item.key} is not UTF-8 text")  # fmt: skip
-                events.append(("Normal", "Imported",
-                                f"imported {item.key} from Secret {item.from_secret['name']}"))  # fmt: skip
-                if item.from_secret.get("deleteSource"):
-                    sources_to_delete.append(item.from_secret["name"])
+        try:
+            imported = import_missing(self.core, namespace, spec.data, stored)
+        except ImportFailedError as exc:
+            if exc.missing:
+                return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), retry=True)
+            return Result(False, Reason.SOURCE_INVALID, clip(str(exc)), permanent=exc.refused)
+        new_values = imported.values
+        events.extend(imported.events)
+        if sealed is not None:  # values the store lost since their blob was opened: again
+            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
+            if lost:
+                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
+                if more.invalid:
+                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
+                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
+                new_values.update(more.changed(stored))
+                sealed.merge(more)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
-        for source_name in sources_to_delete:
+        for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
+        if sealed is not None and sealed.opened:
+            self.audit("operator.unseal", namespace, name, version,
+                       f"opened sealed {', '.join(sealed.opened)}; "
+                       f"{len(sealed.values)} changed")  # fmt: skip
+            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
+        if sealed is not None or status.get("sealed"):
+            self.sealed.record(namespace, name, status.get("sealed") or {},
+                               sealed or SealedOutcome())  # fmt: skip
         issue = None  # data[].database: issued and renewed by strongroom.sources.database
         if any(item.database is not None for item in spec.data):
             if self.databases is None:
@@ -372,7 +399,8 @@ class Syncer:
                 False, Reason.MISSING_VALUES,
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
-                generated=generated, next_refresh=self._next_refresh(spec, generated, now),
+                generated=generated, next_refresh=next_refresh(spec, generated, now),
+                sealed=self._sealed_status(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -390,7 +418,7 @@ class Syncer:
 
         # 2. Make the Secret match (a finalizer first when deletion will need us).
         if needs_finalizer(spec):
-            self.ensure_finalizer(body)
+            ensure_finalizer(self.custom, body)
         outcome = self._write_target(body, spec, namespace, desired, wanted_hmac)
         if isinstance(outcome, Result):
             return outcome
@@ -415,7 +443,7 @@ class Syncer:
                                           enabled=self.rollout_restart_enabled))  # fmt: skip
         if spec.keep_previous is not None:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
-        next_refresh = self._next_refresh(spec, generated, now, previous=version > 1)
+        due_next = next_refresh(spec, generated, now, previous=version > 1)
         marks = dict(status.get("compromised") or {})
         if rotation is not None:
             marks.update({k: fingerprint(self.hmac_key, namespace, name, k, stored[k])
@@ -431,7 +459,7 @@ class Syncer:
         if issue is not None and self.databases is not None:
             next_drop = self.databases.settle(namespace, name, spec.data, stored, now=now,
                                               keep_previous=spec.keep_previous)  # fmt: skip
-            next_refresh = next_time(now, next_refresh, issue.next_due, next_drop)
+            due_next = next_time(now, due_next, issue.next_due, next_drop)
 
         return Result(
             # Synced whether or not this pass wrote: a no-op refresh changes no condition, so the
@@ -440,7 +468,8 @@ class Syncer:
             clip(f"compromised, set a new value: {', '.join(sorted(marks))}") if marks else
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=next_refresh, generated=generated, events=events, status_extra=extra,
+            next_refresh=due_next, generated=generated, events=events, status_extra=extra,
+            sealed=self._sealed_status(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
@@ -472,20 +501,12 @@ class Syncer:
             return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
                           retry=True)  # fmt: skip
 
-    def _next_refresh(
-        self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
-    ) -> datetime | None:
-        candidates: list[datetime] = []
-        if previous and spec.keep_previous is not None:
-            candidates.append(now + spec.keep_previous)  # to retire the previous version
-        if spec.refresh_policy == "Periodic":
-            jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
-            candidates.append(now + spec.refresh_interval * jitter)
-        for item in spec.data:
-            last = _parse_iso(generated.get(item.key))
-            if item.rotation_period is not None and last is not None:
-                candidates.append(last + item.rotation_period)
-        return policy.floor_schedule(now, candidates)
+    @staticmethod
+    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
+        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
+        if sealed is not None:
+            return sealed
+        return SealedOutcome() if status.get("sealed") else None
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -606,30 +627,6 @@ class Syncer:
 
     # -- deletion ---------------------------------------------------------------------------
 
-    def ensure_finalizer(self, body: Mapping[str, Any]) -> None:
-        """Add Strongroom's finalizer (conditional on the resourceVersion, so no edit is lost)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return
-        self._patch_finalizers(meta, [*finalizers, FINALIZER])
-
-    def release(self, body: Mapping[str, Any]) -> None:
-        """Remove Strongroom's finalizer once deletionPolicy is applied
-        (:mod:`strongroom.operator.deletions`)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            self._patch_finalizers(meta, [f for f in finalizers if f != FINALIZER])
-
-    def _patch_finalizers(self, meta: Mapping[str, Any], finalizers: list[str]) -> None:
-        patch = {"metadata": {"finalizers": finalizers,
-                              "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
-        discard(self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
-            _preload_content=False,
-        ))  # fmt: skip
-
     def audit(self, action: str, namespace: str, name: str, version: int | None,
               detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip
         """Append an audit event for something the operator did in the cluster."""
@@ -674,6 +671,13 @@ def status_patch(
         "generated": result.generated or status.get("generated") or {},
     }
     new.update(result.status_extra)
+    if result.sealed is not None:
+        new["sealed"] = result.sealed.status
+        if result.sealed.status:
+            conditions.append(_sealed_key_condition(result.sealed, old.get(Reason.SEALED_KEY_OLD),
+                                                    generation, now))  # fmt: skip
+    elif old.get(Reason.SEALED_KEY_OLD):  # not looked at in this pass: as it was
+        conditions.append(old[Reason.SEALED_KEY_OLD])
     if result.version is not None:
         new["version"] = result.version
     if result.data_hmac is not None:
@@ -690,3 +694,18 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,
+                          generation: int | None, now: datetime) -> dict[str, Any]:  # fmt: skip
+    """``SealedKeyOld``: True while a data[].sealed blob uses a sealing key older than
+    STRONGROOM_SEALING_KEY_MAX_AGE (reseal it), False otherwise."""
+    state = "True" if sealed.old else "False"
+    previous = previous or {}
+    return {
+        "type": Reason.SEALED_KEY_OLD, "status": state,
+        "reason": Reason.SEALED_KEY_OLD if sealed.old else Reason.SEALED_KEY_CURRENT,
+        "message": clip(sealed.old_message()), "observedGeneration": generation,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if previous.get("status") == state and previous.get("lastTransitionTime") else _iso(now),
+    }  # fmt: skip

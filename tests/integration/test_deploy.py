@@ -50,6 +50,7 @@ VALUE_SETS = {
     "no-fence": ["--set", "fence.enabled=false"],
     "no-author-policy": ["--set", "authorPolicy.enabled=false"],
     "no-checkpoint": ["--set", "auditCheckpoint.enabled=false"],
+    "no-sealing": ["--set", "sealing.enabled=false"],
     "values-api-postgres": ["--set", "valuesApi.enabled=true", "--set", "replicaCount=2",
                             "--set", "store.postgres.existingSecret=pg",
                             "--set", "networkPolicy.enabled=true"],
@@ -202,6 +203,7 @@ OPERATOR_RULES = {
     ("strongroom.io", "managedsecrets"): {"get", "list", "watch", "patch"},
     ("strongroom.io", "managedsecrets/status"): {"update", "patch"},
     ("strongroom.io", "managedsecrets/finalizers"): {"update"},
+    ("strongroom.io", "managedsecretgrants"): {"list", "watch"},  # fromManagedSecret across namespaces
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
     ("", "configmaps"): {"get", "list", "watch"},  # templateFrom
@@ -214,6 +216,12 @@ WORKLOAD_RULES = {("apps", kind): {"get", "patch"}
 # The audit checkpoint, in the release namespace only (get/update narrowed to its ConfigMap).
 CHECKPOINT_ROLE = {"strongroom/sr-strongroom-audit-checkpoint": {
     ("", "configmaps"): {"get", "update", "create"}, ("", "events"): {"create"}}}  # fmt: skip
+# The public sealing keys, in the release namespace only: the operator may get and update that
+# ConfigMap (and create ConfigMaps); the groups in sealing.publicKeyReaders may get it.
+SEALING_ROLES = {
+    "strongroom/sr-strongroom-sealing-keys": {("", "configmaps"): {"get", "update", "create"}},
+    "strongroom/sr-strongroom-sealing-keys-reader": {("", "configmaps"): {"get"}}}  # fmt: skip
+HOME_ROLES = CHECKPOINT_ROLE | SEALING_ROLES
 
 
 def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -234,23 +242,25 @@ def roles(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[tuple[str, st
     ("values", "cluster_roles", "namespaced_roles", "restart"),
     [
         pytest.param("defaults", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
-                     CHECKPOINT_ROLE, "true", id="cluster-wide"),
-        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, CHECKPOINT_ROLE, "false",
+                     HOME_ROLES, "true", id="cluster-wide"),
+        pytest.param("no-restarts", {"/sr-strongroom": OPERATOR_RULES}, HOME_ROLES, "false",
                      id="cluster-wide-without-restarts"),
         pytest.param("namespaced", {},
                      {"deploy-a/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
                       "deploy-b/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES,
-                      **CHECKPOINT_ROLE}, "true",
+                      **HOME_ROLES}, "true",
                      id="namespaced"),
         pytest.param("postgres-ha", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
                      {"strongroom/sr-strongroom-leader": {
                          ("coordination.k8s.io", "leases"): {"get", "update", "create"}},
-                      **CHECKPOINT_ROLE}, "true",
+                      **HOME_ROLES}, "true",
                      id="leader-elected"),
-        pytest.param("no-checkpoint", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES}, {},
-                     "true", id="cluster-wide-without-checkpoint"),
+        pytest.param("no-checkpoint", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
+                     SEALING_ROLES, "true", id="cluster-wide-without-checkpoint"),
+        pytest.param("no-sealing", {"/sr-strongroom": OPERATOR_RULES | WORKLOAD_RULES},
+                     CHECKPOINT_ROLE, "true", id="cluster-wide-without-sealing"),
         pytest.param("trust-names", {"/sr-strongroom": TRUSTING_NAMES_RULES | WORKLOAD_RULES},
-                     CHECKPOINT_ROLE, "true", id="trusting-namespace-names"),
+                     HOME_ROLES, "true", id="trusting-namespace-names"),
     ],
 )  # fmt: skip
 def test_rbac_grants_what_each_mode_says_and_nothing_else(
@@ -264,7 +274,10 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
              for d in of_kind(docs, "RoleBinding", "ClusterRoleBinding")}  # fmt: skip
     assert {name for _, name, _ in bound} == {k.split("/")[1] for k in
                                               {**cluster_roles, **namespaced_roles}}  # fmt: skip
-    assert {sa for _, _, sa in bound} == {"sr-strongroom"}
+    readers = "sr-strongroom-sealing-keys-reader"
+    assert {sa for _, name, sa in bound if name != readers} == {"sr-strongroom"}
+    assert {(kind, sa) for kind, name, sa in bound if name == readers} == (
+        set() if values == "no-sealing" else {("RoleBinding", "system:authenticated")})
     if values == "postgres-ha":  # the Lease: get and update of the release's own only
         leader = of_kind(docs, "Role")[0]["rules"]
         assert [r.get("resourceNames") for r in leader] == [["sr-strongroom"], None]
@@ -282,6 +295,19 @@ def test_rbac_grants_what_each_mode_says_and_nothing_else(
             ["sr-strongroom-audit-checkpoint"], None, None]
         assert "--audit-checkpoint=sr-strongroom-audit-checkpoint" in container["args"]
         assert env["STRONGROOM_AUDIT_CHECKPOINT_SECONDS"] == "30"
+    sealing = {r["metadata"]["name"]: r["rules"] for r in of_kind(docs, "Role")
+               if "sealing-keys" in r["metadata"]["name"]}  # fmt: skip
+    if values == "no-sealing":
+        assert not sealing and env["STRONGROOM_SEALING_CONFIGMAP"] == "off"
+    else:  # get and update of that ConfigMap only (create cannot name one); readers: get only
+        assert [r.get("resourceNames") for r in sealing["sr-strongroom-sealing-keys"]] == [
+            ["sr-strongroom-sealing-keys"], None]
+        assert sealing[readers] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                     "resourceNames": ["sr-strongroom-sealing-keys"],
+                                     "verbs": ["get"]}]  # fmt: skip
+        assert env["STRONGROOM_SEALING_CONFIGMAP"] == "sr-strongroom-sealing-keys"
+        assert env["STRONGROOM_SEALING_SUITE"] == "mlkem768-x25519"
+        assert env["STRONGROOM_SEALING_KEY_MAX_AGE"] == "90d"
 
 
 def test_the_mounted_master_key_passes_the_key_file_rule(helm: str) -> None:
@@ -388,6 +414,9 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
     lease = [a.split("=", 1)[1] for a in args if a.startswith("--leader-elect=")]
     assert len(lease) == (1 if replicas > 1 else 0)
     checkpoint = next(a.split("=", 1)[1] for a in args if a.startswith("--audit-checkpoint="))
+    container_env = {e["name"]: e.get("value")
+                     for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+    sealing_keys = container_env["STRONGROOM_SEALING_CONFIGMAP"]
     # The pod would get POD_NAMESPACE from the downward API; here the namespace is explicit.
     elect = ("--leader-elect", f"{home}/{lease[0]}") if lease else ()
     elect += ("--audit-checkpoint", f"{home}/{checkpoint}")
@@ -401,7 +430,8 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
     with pytest.raises(urllib.error.HTTPError):
         kube.request("GET", "/api/v1/secrets", token=token)
 
-    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex())
+    env = child_env(f"sqlite:///{tmp_path / 'store.db'}", MASTER_KEY.hex(),
+                    STRONGROOM_SEALING_CONFIGMAP=f"{home}/{sealing_keys}")  # fmt: skip
     op = OperatorProcess(kube, watched, env, tmp_path / "operator.log", kubeconfig=kubeconfig,
                          args=elect)  # fmt: skip
     op.start()
@@ -417,6 +447,9 @@ def test_operator_works_with_the_charts_rbac_and_nothing_more(
         eventually(lambda: kube.request("GET", f"/api/v1/namespaces/{home}/configmaps/"
                                         f"{checkpoint}")["data"]["seq"],
                    timeout=45, what="the audit checkpoint published")  # fmt: skip
+        eventually(lambda: kube.request("GET", f"/api/v1/namespaces/{home}/configmaps/"
+                                        f"{sealing_keys}")["data"]["active"],
+                   timeout=45, what="the public sealing keys published")  # fmt: skip
         status = op.msec("rbac")["status"]
         assert status["conditions"][0]["status"] == "True"
         assert "Forbidden" not in op.log() and " 403" not in op.log()

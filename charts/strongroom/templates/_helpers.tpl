@@ -33,6 +33,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-audit-checkpoint" (include "strongroom.fullname" .)) .Values.auditCheckpoint.name | trunc 253 -}}
 {{- end -}}
 
+{{- /* The public sealing keys' ConfigMap, in the release namespace (strongroom seal). */ -}}
+{{- define "strongroom.sealingKeysName" -}}
+{{- default (printf "%s-sealing-keys" (include "strongroom.fullname" .)) .Values.sealing.configMapName | trunc 253 -}}
+{{- end -}}
+
 {{- define "strongroom.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.store.postgres.existingSecret) -}}
 {{- fail "replicaCount > 1 needs store.postgres.existingSecret: SQLite allows one writer" -}}

@@ -38,6 +38,7 @@ import functools
 import heapq
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -68,9 +69,11 @@ from strongroom.operator.deletions import Deletions
 from strongroom.operator.dependants import Dependants
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
+from strongroom.operator.sealingkeys import SealingKeyPublisher
+from strongroom.operator.sealingkeys import resolve as resolve_sealing_configmap
 from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
-from strongroom.sources.composed import GRANT_KIND, GRANT_PLURAL
+from strongroom.resources import GRANT_KIND, GRANT_PLURAL
 from strongroom.sources.database import releases_roles
 from strongroom.spec import config_maps_of
 from strongroom.sync import (
@@ -238,6 +241,7 @@ class Runtime:
         self.deletions: Deletions | None = None
         self.api: k8s.ApiClient | None = None
         self.events: EventRecorder | None = None
+        self.sealing_keys: SealingKeyPublisher | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -287,6 +291,12 @@ class Runtime:
                 actor=self.actor, events=self.events,
                 leading=lambda: self.lease is None or bool(self.elector and self.elector.leading),
             )  # fmt: skip
+        where = resolve_sealing_configmap(self.settings.sealing.configmap,
+                                          os.environ.get("POD_NAMESPACE"))  # fmt: skip
+        if where is not None:  # the public sealing keys, for `strongroom seal value --configmap`
+            self.sealing_keys = SealingKeyPublisher(self.syncer.sealed.keys, self.syncer.core,
+                                                    where, self.settings.sealing,
+                                                    leading=lambda: not self._stop.is_set())  # fmt: skip
         self._tasks.append(asyncio.create_task(self._checked_start(), name="strongroom-start"))
 
     async def _open_store(self) -> Strongroom:
@@ -324,6 +334,9 @@ class Runtime:
         """Start reconciling: the scheduler, the store watch and the two API watches."""
         self._tasks.append(asyncio.create_task(self._schedule_loop(), name="strongroom-scheduler"))
         self._tasks.append(asyncio.create_task(self._store_watch(), name="strongroom-store-watch"))
+        if self.sealing_keys is not None:
+            self._tasks.append(asyncio.create_task(self.sealing_keys.run(self._stop),
+                                                   name="strongroom-sealing-keys"))  # fmt: skip
         for namespace in self.namespaces or (None,):
             for watch in self._watches(namespace):
                 thread = threading.Thread(

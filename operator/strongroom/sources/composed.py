@@ -41,6 +41,7 @@ from strongroom.errors import StrongroomError
 from strongroom.kubewrites import read_json
 from strongroom.namespaceids import NamespaceIdentities
 from strongroom.policy import SpecRefusedError
+from strongroom.resources import GRANT_KIND, GRANT_PLURAL, GROUP, PLURAL, VERSION
 from strongroom.spec import DataItem, Reference, parse_reference
 
 __all__ = [
@@ -48,11 +49,6 @@ __all__ = [
     "CompositionError", "GrantMissingError", "SourceMissingError", "granted", "references_of",
 ]  # fmt: skip
 
-GROUP = "strongroom.io"
-VERSION = "v1alpha1"
-PLURAL = "managedsecrets"
-GRANT_KIND = "ManagedSecretGrant"
-GRANT_PLURAL = "managedsecretgrants"
 MAX_HOPS = 8
 COMPOSE_ACTION = "operator.compose"
 
@@ -126,6 +122,9 @@ class Composer:
         # What this sync has read: one read per source, however many keys come from it.
         self._bodies: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         self._data: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # One list of grants per source namespace a sync: 256 keys of 8 hops each would
+        # otherwise be 2048 list requests for one reconcile, repeated at every grant event.
+        self._grants: dict[str, list[Mapping[str, Any]]] = {}
 
     def values(self, namespace: str, name: str, items: Iterable[DataItem]) -> dict[str, Any]:
         """Each composed key's value. Raises a :class:`CompositionError` for the first that
@@ -174,9 +173,11 @@ class Composer:
             here, ref = source, onward
 
     def _granted(self, source: str, reader: str, name: str) -> bool:
-        listing = read_json(self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, source, GRANT_PLURAL, _preload_content=False))  # fmt: skip
-        return granted(listing.get("items") or (), reader, name)
+        if source not in self._grants:
+            listing = read_json(self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, source, GRANT_PLURAL, _preload_content=False))  # fmt: skip
+            self._grants[source] = list(listing.get("items") or ())
+        return granted(self._grants[source], reader, name)
 
     def _managed_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         if (namespace, name) not in self._bodies:
