@@ -32,8 +32,9 @@ from typing import Any
 
 from strongroom.spec import DataItem
 
-__all__ = ["KEYS_ANNOTATION", "REVOKE_ANNOTATION", "ROTATE_ANNOTATION", "Rotation",
-           "fingerprint", "rotation_patch", "still_compromised"]  # fmt: skip
+__all__ = ["COMPROMISED", "KEYS_ANNOTATION", "REVOKE_ANNOTATION", "ROTATE_ANNOTATION",
+           "Concluded", "Rotation", "conclude", "fingerprint", "rotation_patch",
+           "still_compromised"]  # fmt: skip
 
 ROTATE_ANNOTATION = "strongroom.io/rotate"
 KEYS_ANNOTATION = "strongroom.io/rotate-keys"
@@ -86,6 +87,38 @@ def still_compromised(recorded: Mapping[str, str], stored: Mapping[str, Any], hm
     """The recorded keys whose stored value is still the one that was compromised."""
     return {k: mark for k, mark in recorded.items() if k in stored
             and hmac.compare_digest(mark, fingerprint(hmac_key, namespace, name, k, stored[k]))}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Concluded:
+    """What a sync reports of emergency rotation: the keys still compromised (their marks, for
+    ``status.compromised``), the status fields, an event and an audit detail (if it rotated)."""
+
+    marks: dict[str, str]
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]]
+    audit: str | None
+
+
+def conclude(rotation: Rotation | None, renewed: Iterable[str], status: Mapping[str, Any],
+             items: Iterable[DataItem], stored: Mapping[str, Any], *, hmac_key: bytes,
+             namespace: str, name: str) -> Concluded:  # fmt: skip
+    """After the Secret is written: mark what this rotation could not renew, clear the marks
+    of keys that now hold another value."""
+    marks = dict(status.get("compromised") or {})
+    events: list[tuple[str, str, str]] = []
+    audit = None
+    if rotation is not None:
+        marks.update({k: fingerprint(hmac_key, namespace, name, k, stored[k])
+                      for k in rotation.marked(items) if k in stored})  # fmt: skip
+        shown = ", ".join(sorted(renewed)) or "nothing"
+        events.append(("Normal", "EmergencyRotation",
+                       f"emergency rotation {rotation.token}: renewed {shown}"))  # fmt: skip
+        audit = f"emergency rotation {rotation.token}: renewed {shown}; marked {sorted(marks)}"
+    marks = still_compromised(marks, stored, hmac_key, namespace, name)
+    fields: dict[str, Any] = {"rotateToken": rotation.token} if rotation is not None else {}
+    fields["compromised"] = marks or None  # null removes the field
+    return Concluded(marks, fields, events, audit)
 
 
 def rotation_patch(keys: Iterable[str] = (), *, revoke: bool = False) -> dict[str, Any]:

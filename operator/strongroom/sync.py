@@ -36,7 +36,7 @@ from strongroom import policy, render, templatefrom
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
-from strongroom.emergency import COMPROMISED, Rotation, fingerprint, still_compromised
+from strongroom.emergency import COMPROMISED, Rotation, conclude
 from strongroom.errors import (
     KeyringError,
     NamespaceMismatch,
@@ -60,7 +60,7 @@ from strongroom.sources.composed import (
     CompositionError,
     GrantMissingError,
 )
-from strongroom.sources.database import DATABASES_OFF, Databases, next_time
+from strongroom.sources.database import Databases, database_step, next_time
 from strongroom.sources.imported import ImportFailedError, import_missing
 from strongroom.sources.sealed import SealedOutcome, SealedSource
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
@@ -180,6 +180,24 @@ def next_refresh(
         if item.rotation_period is not None and last is not None:
             candidates.append(last + item.rotation_period)
     return policy.floor_schedule(now, candidates)
+
+
+def new_secret(spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
+               wanted: Wanted) -> dict[str, Any]:  # fmt: skip
+    """The Secret a ManagedSecret asks for, as created (or replaced) whole."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": spec.target_name, "namespace": namespace,
+                     "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
+        "type": spec.target_type,
+        "data": desired,
+    }
+    if spec.immutable:
+        body["immutable"] = True
+    if wanted.owner_uid is not None:
+        body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
+    return body
 
 
 class Syncer:
@@ -371,21 +389,17 @@ class Syncer:
         if sealed is not None or status.get("sealed"):
             self.sealed.record(namespace, name, status.get("sealed") or {},
                                sealed or SealedOutcome())  # fmt: skip
-        issue = None  # data[].database: issued and renewed by strongroom.sources.database
-        if any(item.database is not None for item in spec.data):
-            if self.databases is None:
-                return Result(False, DATABASES_OFF, "data[].database: this operator runs without "
-                              "database engines (STRONGROOM_DATABASE_ENGINES)", permanent=True)  # fmt: skip
-            issue = self.databases.resolve(namespace, name, spec.data, stored, now=now, force=renew,
-                                           revoke=rotation is not None and rotation.revoke)  # fmt: skip
-            if issue.failure is not None:
-                return Result(False, issue.failure[0], clip(issue.failure[1]), generated=generated,
-                              version=version or None, retry=True)  # fmt: skip
-            if issue.values:
-                version = self.room.set(namespace, name, issue.values, actor=self.actor)
-                stored.update(issue.values)
-                generated.update(issue.issued)
-                events.extend(issue.events)
+        issue = database_step(self.databases, namespace, name, spec.data, stored, now=now,
+                              force=renew, revoke=bool(rotation and rotation.revoke))  # fmt: skip
+        if issue is not None and issue.failure is not None:
+            return Result(False, issue.failure[0], clip(issue.failure[1]), generated=generated,
+                          version=version or None, retry=not issue.permanent,
+                          permanent=issue.permanent)  # fmt: skip
+        if issue is not None and issue.values:
+            version = self.room.set(namespace, name, issue.values, actor=self.actor)
+            stored.update(issue.values)
+            generated.update(issue.issued)
+            events.extend(issue.events)
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -444,18 +458,11 @@ class Syncer:
         if spec.keep_previous is not None:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
         due_next = next_refresh(spec, generated, now, previous=version > 1)
-        marks = dict(status.get("compromised") or {})
-        if rotation is not None:
-            marks.update({k: fingerprint(self.hmac_key, namespace, name, k, stored[k])
-                          for k in rotation.marked(spec.data) if k in stored})  # fmt: skip
-            events.append(("Normal", "EmergencyRotation", f"emergency rotation {rotation.token}: "
-                           f"renewed {', '.join(sorted(renew)) or 'nothing'}"))  # fmt: skip
-            self.audit("operator.rotate", namespace, name, version,
-                       f"emergency rotation {rotation.token}: renewed {sorted(renew)}, "
-                       f"marked {sorted(marks)}")  # fmt: skip
-        marks = still_compromised(marks, stored, self.hmac_key, namespace, name)
-        extra: dict[str, Any] = {"rotateToken": rotation.token} if rotation is not None else {}
-        extra["compromised"] = marks or None
+        emergency = conclude(rotation, renew, status, spec.data, stored, hmac_key=self.hmac_key,
+                             namespace=namespace, name=name)  # fmt: skip
+        events.extend(emergency.events)
+        if emergency.audit:
+            self.audit("operator.rotate", namespace, name, version, emergency.audit)
         if issue is not None and self.databases is not None:
             next_drop = self.databases.settle(namespace, name, spec.data, stored, now=now,
                                               keep_previous=spec.keep_previous)  # fmt: skip
@@ -464,11 +471,11 @@ class Syncer:
         return Result(
             # Synced whether or not this pass wrote: a no-op refresh changes no condition, so the
             # reason and lastTransitionTime keep saying when the Secret last changed.
-            not marks, COMPROMISED if marks else Reason.SYNCED,
-            clip(f"compromised, set a new value: {', '.join(sorted(marks))}") if marks else
-            f"Secret {spec.target_name} matches store version {version}",
+            not emergency.marks, COMPROMISED if emergency.marks else Reason.SYNCED,
+            clip(f"compromised, set a new value: {', '.join(sorted(emergency.marks))}")
+            if emergency.marks else f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=due_next, generated=generated, events=events, status_extra=extra,
+            next_refresh=due_next, generated=generated, events=events, status_extra=emergency.status,
             sealed=self._sealed_status(sealed, status),
         )  # fmt: skip
 
@@ -529,7 +536,7 @@ class Syncer:
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
                 self.writes.create_secret(
-                    namespace, self._new_secret(spec, meta, namespace, desired, wanted)
+                    namespace, new_secret(spec, meta, namespace, desired, wanted)
                 )
                 SECRET_WRITES.labels("create").inc()
                 return True, False
@@ -590,7 +597,7 @@ class Syncer:
             SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
-        new_body = self._new_secret(spec, meta, namespace, desired, wanted)
+        new_body = new_secret(spec, meta, namespace, desired, wanted)
         if existing is None:
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("create").inc()
@@ -606,24 +613,6 @@ class Syncer:
         ))  # fmt: skip
         SECRET_WRITES.labels("replace").inc()
         return True, not same_data
-
-    def _new_secret(
-        self, spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
-        wanted: Wanted,
-    ) -> dict[str, Any]:  # fmt: skip
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": spec.target_name, "namespace": namespace,
-                         "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
-            "type": spec.target_type,
-            "data": desired,
-        }
-        if spec.immutable:
-            body["immutable"] = True
-        if wanted.owner_uid is not None:
-            body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
-        return body
 
     # -- deletion ---------------------------------------------------------------------------
 

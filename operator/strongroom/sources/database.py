@@ -62,8 +62,17 @@ from strongroom.kubewrites import read_json
 from strongroom.metrics import CREDENTIAL_EXPIRY
 from strongroom.spec import DataItem
 
-__all__ = ["DATABASES_OFF", "ENGINE_KIND", "ENGINE_PLURAL", "Databases", "Issue", "next_time", "releases_roles",
-           "selects"]
+__all__ = [
+    "DATABASES_OFF",
+    "ENGINE_KIND",
+    "ENGINE_PLURAL",
+    "Databases",
+    "Issue",
+    "database_step",
+    "next_time",
+    "releases_roles",
+    "selects",
+]
 
 log = logging.getLogger("strongroom.database")
 
@@ -119,6 +128,20 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
         if check is None or not check(expr.get("key"), list(expr.get("values") or ())):
             return False
     return True
+
+
+def database_step(databases: Databases | None, namespace: str, name: str,
+                  items: Iterable[DataItem], stored: Mapping[str, Any], *, now: datetime,
+                  force: Iterable[str] = (), revoke: bool = False) -> Issue | None:  # fmt: skip
+    """The database part of a sync: None when the spec has no database item; an Issue with a
+    failure when this operator runs without engines (STRONGROOM_DATABASE_ENGINES)."""
+    wanted = [item for item in items if item.database is not None]
+    if not wanted:
+        return None
+    if databases is None:
+        return Issue(failure=(DATABASES_OFF, "data[].database: this operator runs without "
+                              "database engines (STRONGROOM_DATABASE_ENGINES)"), permanent=True)  # fmt: skip
+    return databases.resolve(namespace, name, wanted, stored, now=now, force=force, revoke=revoke)
 
 
 def releases_roles(spec: Mapping[str, Any]) -> bool:
