@@ -54,10 +54,12 @@ from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.sources.composed import (
+    ChainRefusedError,
     Composer,
     CompositionCycleError,
     CompositionError,
     GrantMissingError,
+    references_of,
 )
 from strongroom.sources.imported import ImportFailedError, import_missing
 from strongroom.sources.sealed import SealedOutcome, SealedSource
@@ -194,7 +196,9 @@ class Syncer:
         hmac_key: bytes | None = None,
         rollout_restart: bool = True,
         trust_namespace_names: bool = False,
+        watched: frozenset[str] | None = None,
     ) -> None:
+        self.watched = watched  # the namespaces the operator watches (None: all)
         self.rollout_restart_enabled = rollout_restart
         self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
         self.room = room
@@ -249,13 +253,17 @@ class Syncer:
         namespace, name = meta["namespace"], meta["name"]
         status = body.get("status") or {}
         try:
+            # Grants first: no early end below may leave a revoked value in the Secret.
+            references = references_of(body.get("spec") or {}, namespace)
+            if any(source != namespace for source, _name in references):
+                try:
+                    self._composer().check_grants(namespace, references)
+                except GrantMissingError as exc:
+                    return self._withdraw(body, exc, status.get("version"))
             spec = Spec.parse(name, body.get("spec") or {})
-        except policy.SpecRefusedError as exc:
-            return Result(False, Reason.INVALID_SPEC, clip(str(exc)), permanent=True)
-        if spec.refresh_policy == "CreatedOnce" and status.get("version"):
-            return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
-                          version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
-        try:
+            if spec.refresh_policy == "CreatedOnce" and status.get("version"):
+                return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
+                              version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
             return self._reconcile(body, spec, namespace, name, status)
         except KeyringError as exc:
             return Result(False, Reason.KEK_UNAVAILABLE, clip(str(exc)), retry=True)
@@ -434,32 +442,42 @@ class Syncer:
 
     # -- pieces -----------------------------------------------------------------------------
 
+    def _composer(self) -> Composer:
+        return Composer(self.room, self.custom, self.namespace_ids, actor=self.actor,
+                        watched=self.watched)  # fmt: skip
+
     def _composed(
         self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
         generated: dict[str, str],
     ) -> dict[str, Any] | Result:  # fmt: skip
-        """The ``fromManagedSecret`` keys' values, or the failed Result. A missing grant also
-        withdraws what the Secret holds: it may keep nothing it may no longer have."""
+        """The ``fromManagedSecret`` keys' values, or the failed Result."""
         if not any(item.from_managed_secret is not None for item in spec.data):
             return {}
         try:
-            composer = Composer(self.room, self.custom, self.namespace_ids, actor=self.actor)
-            return composer.values(namespace, name, spec.data)
-        except GrantMissingError as exc:
-            done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
-                          secret_name=spec.target_name, deletion_policy="Delete")  # fmt: skip
-            message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
-            if done.acted:
-                self.audit("operator.sync", namespace, name, version or None,
-                           f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
-            return Result(False, Reason.GRANT_MISSING, message, version=version or None,
-                          generated=generated, permanent=True)  # fmt: skip
-        except CompositionCycleError as exc:
-            return Result(False, Reason.COMPOSITION_CYCLE, clip(str(exc)), generated=generated,
-                          permanent=True)  # fmt: skip
+            return self._composer().values(namespace, name, spec.data)
+        except GrantMissingError as exc:  # revoked between the check up front and here
+            return self._withdraw(body, exc, version or None, generated)
+        except (CompositionCycleError, ChainRefusedError) as exc:
+            reason = (Reason.COMPOSITION_CYCLE if isinstance(exc, CompositionCycleError)
+                      else Reason.SOURCE_INVALID)  # fmt: skip
+            return Result(False, reason, clip(str(exc)), generated=generated, permanent=True)
         except CompositionError as exc:  # the source or its key is not there yet
             return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
                           retry=True)  # fmt: skip
+
+    def _withdraw(self, body: Mapping[str, Any], exc: GrantMissingError, version: int | None,
+                  generated: dict[str, str] | None = None) -> Result:  # fmt: skip
+        """A value it may no longer have: the Secret goes (owned) or loses our keys (merged)."""
+        meta = body["metadata"]
+        target = Target.parse(meta["name"], body.get("spec") or {})
+        done = let_go(self.core, meta["namespace"], meta["name"], meta.get("uid", ""),
+                      secret_name=target.name, deletion_policy="Delete")  # fmt: skip
+        message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
+        if done.acted:
+            self.audit("operator.sync", meta["namespace"], meta["name"], version,
+                       f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
+        return Result(False, Reason.GRANT_MISSING, message, version=version,
+                      generated=generated or {}, permanent=True)  # fmt: skip
 
     @staticmethod
     def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:

@@ -265,6 +265,7 @@ class Runtime:
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
             rollout_restart=self.rollout_restart,
             trust_namespace_names=self.trust_namespace_names,
+            watched=frozenset(self.namespaces) or None,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip
