@@ -240,3 +240,23 @@ def test_neither_the_value_nor_the_private_key_appears_outside_the_store(
     for where, text in exposed.items():
         for canary in canaries:
             assert canary not in text, where
+
+
+def test_a_value_sealed_under_a_pruned_key_is_reported(sop: OperatorProcess) -> None:
+    """After a forced prune, `seal keys` names the sealed values whose key is gone, and a blob
+    of that key no longer opens (SealedInvalid); values already opened stay in the store."""
+    old = published(sop)["active"]
+    sop.apply("app", {"data": [{"key": "password",
+                                "sealed": seal_offline(sop, "app", "password", CANARY)}]})
+    ready(sop, "app", 1)
+    late = seal_offline(sop, "late", "password", "sealed-before-the-prune")
+    sop.cli("seal", "rotate")
+    refused = subprocess.run([STRONGROOM, "seal", "prune", old], env=sop.env, capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+    assert refused.returncode == 1 and f"{sop.namespace}/app[password]" in refused.stderr
+    sop.cli("seal", "prune", old, "--force")
+    keys = json.loads(sop.cli("seal", "keys", "--json"))
+    assert keys["missingKeys"] == {old: [f"{sop.namespace}/app[password]"]}
+    sop.apply("late", {"data": [{"key": "password", "sealed": late}]})
+    reason_is(sop, "late", "SealedInvalid")
+    assert decoded(sop.secret("app"))["password"] == CANARY  # opened before: kept
