@@ -198,6 +198,7 @@ def test_rotation_then_reseal_clears_sealed_key_old(kube: KubeCluster, tmp_path:
         cleared = eventually(lambda: (c := conditions(op, "app").get("SealedKeyOld")) and
                              c["status"] == "False" and c, timeout=45, what="SealedKeyOld=False")  # fmt: skip
         assert cleared["reason"] == "SealedKeyCurrent"
+        assert "strongroom_sealed_values_old_key 0.0" in scrape(op)
         assert op_status(op, "app")["version"] == 1  # the same value: no new version
         assert decoded(op.secret("app"))["password"] == CANARY
     finally:

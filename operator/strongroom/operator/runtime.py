@@ -421,6 +421,8 @@ class Runtime:
     def _gone(self, key: Key, uid: str | None = None) -> None:
         """The object is gone; the audit log says what became of its Secret, once."""
         tracked = self.forget(key)
+        if self.syncer is not None:  # it no longer counts in strongroom_sealed_values_old_key
+            self.syncer.sealed.forget(*key)
         if self.deletions is None or self._loop is None:
             return
         detail = self.deletions.gone(
