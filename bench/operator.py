@@ -10,11 +10,14 @@ Then one idle refresh cycle is watched through the apiserver's own request count
 POST/PUT/PATCH/DELETE), and the operator's peak RSS is read after syncing --rss-count
 ManagedSecrets.
 
+Last, one pair where every ManagedSecret renders two templates (a DSN and a JSON config from
+its generated key): rendering must keep the ratio within the same goal (at most 3x the floor).
+
 Prints per-size timings and a final line
-``ratio operator_vs_floor=X rss_mib_10k=Y idle_writes=Z``.
+``ratio operator_vs_floor=X rss_mib_10k=Y idle_writes=Z templated_vs_floor=T``.
 Every floor/operator pair runs on a fresh cluster of its own (see :func:`cluster`).
 Usage: python -m bench.operator [--count 1000] [--rounds 5] [--rss-count 10000]
-       [--sizes 100,250,500,1000] [--plot docs/sync-time.png]
+       [--sizes 100,250,500,1000] [--plot docs/sync-time.png] [--templated-only]
 """
 
 from __future__ import annotations
@@ -112,8 +115,15 @@ def start_operator(kube: KubeCluster, ns: str, workdir: Path) -> subprocess.Pope
                             stderr=subprocess.STDOUT)  # fmt: skip
 
 
+# The templated round's spec: a DSN and a JSON config rendered from the generated key.
+TEMPLATE = {"data": {
+    "DATABASE_URL": "postgres://app:{{ pw | urlquote }}@db.internal:5432/app?sslmode=verify-full",
+    "config.json": '{{ {"db": {"user": "app", "password": pw}, "pool": 8} | toJson }}',
+}}  # fmt: skip
+
+
 def operator_run(
-    kube: KubeCluster, count: int, workdir: Path, refresh: str = "1h"
+    kube: KubeCluster, count: int, workdir: Path, refresh: str = "1h", *, templated: bool = False
 ) -> tuple[float, str, subprocess.Popen[bytes]]:
     ns = f"op-{uuid.uuid4().hex[:6]}"
     kube.ensure_namespace(ns)
@@ -126,7 +136,9 @@ def operator_run(
     bodies = [{"apiVersion": "strongroom.io/v1alpha1", "kind": "ManagedSecret",
                "metadata": {"name": f"m{i}"},
                "spec": {"data": [{"key": "pw", "generate": {"length": 24}}],
-                        "refreshInterval": refresh}} for i in range(count)]  # fmt: skip
+                        "refreshInterval": refresh,
+                        **({"target": {"template": TEMPLATE}} if templated else {})}}
+              for i in range(count)]  # fmt: skip
     start = time.perf_counter()
     for body in bodies:
         custom.create_namespaced_custom_object("strongroom.io", "v1alpha1", ns, "managedsecrets",
@@ -226,10 +238,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,250,500,1000")
     parser.add_argument("--rounds", type=int, default=5, help="rounds at --count (median)")
     parser.add_argument("--plot", default="")
+    parser.add_argument("--templated-only", action="store_true",
+                        help="only the templated rounds (--rounds of them, at --count)")
     args = parser.parse_args()
     results: dict[str, Any] = {"sizes": []}
     with tempfile.TemporaryDirectory(prefix="strongroom-bench-op-") as tmp:
         work = Path(tmp)
+        if args.templated_only:
+            print(f"ratio templated_vs_floor={templated_ratio(work, args.count, args.rounds):.2f}")
+            return
         with cluster() as kube:
             print(f"floor with 8 concurrent requests (reference): n={args.count} "
                   f"{floor(kube, args.count, threads=8):.2f}s", flush=True)  # fmt: skip
@@ -268,13 +285,30 @@ def main() -> None:
             rss = peak_rss_mib(proc.pid)
             stop(proc)
         print(f"n={args.rss_count} operator={rss_s:.1f}s peak_rss={rss:.0f}MiB", flush=True)
+        templated = templated_ratio(work, args.count, 1)
         results.update(ratio=op_s / floor_s, rss_mib=rss, idle_writes=idle,
-                       rss_count=args.rss_count, rss_seconds=rss_s)  # fmt: skip
+                       rss_count=args.rss_count, rss_seconds=rss_s, templated_ratio=templated)  # fmt: skip
     if args.plot:
         plot(results, Path(args.plot))
         Path(args.plot).with_suffix(".json").write_text(json.dumps(results, indent=2))
     print(f"ratio operator_vs_floor={results['ratio']:.2f} rss_mib_10k={results['rss_mib']:.0f} "
-          f"idle_writes={results['idle_writes']:.0f}")  # fmt: skip
+          f"idle_writes={results['idle_writes']:.0f} "
+          f"templated_vs_floor={results['templated_ratio']:.2f}")  # fmt: skip
+
+
+def templated_ratio(work: Path, count: int, rounds: int) -> float:
+    """The median ratio of ``rounds`` floor/operator pairs where every ManagedSecret renders
+    two templates (:data:`TEMPLATE`): the goal is still at most 3x the floor."""
+    ratios = []
+    for round_no in range(rounds):
+        with cluster() as kube:
+            floor_s = floor(kube, count)
+            op_s, _, proc = operator_run(kube, count, work, templated=True)
+            stop(proc)
+        ratios.append(op_s / floor_s)
+        print(f"n={count} templated round {round_no + 1}: floor={floor_s:.2f}s "
+              f"operator={op_s:.2f}s ratio={op_s / floor_s:.2f}", flush=True)  # fmt: skip
+    return sorted(ratios)[len(ratios) // 2]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -48,7 +48,7 @@ from jinja2.exceptions import SecurityError, TemplateNotFound, UndefinedError
 from jinja2.filters import do_default, do_indent
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from strongroom import policy, validate, values
+from strongroom import policy, presets, validate, values
 from strongroom.errors import TemplateError, ValidationError
 
 __all__ = ["FILTERS", "MERGE_POLICIES", "Limits", "TemplateSpec", "secret_data"]
@@ -376,6 +376,8 @@ class TemplateSpec:
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     merge_policy: str = "Replace"
     config_maps: tuple[str, ...] = ()  # templateFrom: ConfigMaps of the namespace, in order
+    preset: str | None = None  # strongroom.presets
+    preset_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def with_sources(self, sources: Mapping[str, str]) -> TemplateSpec:
         """This spec with templates from its ConfigMaps (an inline template wins)."""
@@ -464,8 +466,9 @@ def secret_data(template: TemplateSpec | None, stored: Mapping[str, Any]) -> dic
     """
     plain = {key: values.render(value) for key, value in stored.items()}
     if template is not None:
+        built = presets.build(template.preset, template.preset_keys, plain) if template.preset else {}
         context = context_of(stored)
-        rendered = {key: render_one(key, source, context) for key, source in template.data}
+        rendered = {**built, **{key: render_one(key, source, context) for key, source in template.data}}
         plain = {**plain, **rendered} if template.merge_policy == "Merge" else rendered
     return {key: base64.b64encode(text.encode("utf-8")).decode() for key, text in plain.items()}
 
@@ -479,11 +482,15 @@ def parse_template(raw: object) -> TemplateSpec | None:
         raise policy.SpecRefusedError("target.template must be an object")
     data = raw.get("data") or {}
     config_maps = _config_maps(raw.get("templateFrom"))
-    if not isinstance(data, Mapping) or not (data or config_maps) or not all(
+    preset = raw.get("preset")
+    if preset is not None and preset not in presets.PRESETS:
+        raise policy.SpecRefusedError("target.template.preset must be one of "
+                                      f"{', '.join(presets.PRESETS)}")  # fmt: skip
+    if not isinstance(data, Mapping) or not (data or config_maps or preset) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
-        raise policy.SpecRefusedError("target.template needs data (key -> template) or "
-                                      "templateFrom")  # fmt: skip
+        raise policy.SpecRefusedError("target.template needs data (key -> template), "
+                                      "templateFrom or preset")  # fmt: skip
     for key in data:
         try:  # the store's rule for keys is Kubernetes' rule for Secret keys
             validate.key(key, write=True)
@@ -499,7 +506,29 @@ def parse_template(raw: object) -> TemplateSpec | None:
         policy.check_target_type(secret_type)
     return TemplateSpec(data=tuple(sorted(data.items())), type=secret_type,
                         labels=_strings(raw, "labels"), annotations=_strings(raw, "annotations"),
-                        merge_policy=str(merge), config_maps=config_maps)  # fmt: skip
+                        merge_policy=str(merge), config_maps=config_maps,
+                        preset=None if preset is None else str(preset),
+                        preset_keys=_preset_keys(raw, preset))  # fmt: skip
+
+
+def _preset_keys(raw: Mapping[str, Any], preset: object) -> dict[str, str]:
+    """``presetKeys``: each a field of the preset mapped to a stored key."""
+    keys = _plain_strings(raw, "presetKeys")
+    if keys and preset is None:
+        raise policy.SpecRefusedError("target.template.presetKeys needs a preset")
+    if preset is None:
+        return {}
+    fields = (*presets.PRESETS[str(preset)].required, *presets.PRESETS[str(preset)].optional)
+    for field, key in keys.items():
+        if field not in fields:
+            raise policy.SpecRefusedError(
+                f"target.template.presetKeys.{field} is not a field of preset {preset} "
+                f"({', '.join(fields) or 'it has none'})")  # fmt: skip
+        try:
+            validate.key(key, write=True)
+        except ValidationError as exc:
+            raise policy.SpecRefusedError(f"target.template.presetKeys.{field}: {exc}") from None
+    return keys
 
 
 def _config_maps(raw: object) -> tuple[str, ...]:
@@ -517,7 +546,7 @@ def _config_maps(raw: object) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
-def _strings(raw: Mapping[str, Any], field: str) -> dict[str, str]:
+def _plain_strings(raw: Mapping[str, Any], field: str) -> dict[str, str]:
     value = raw.get(field)
     if value is None:
         return {}
@@ -525,5 +554,10 @@ def _strings(raw: Mapping[str, Any], field: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise policy.SpecRefusedError(f"target.template.{field} must map strings to strings")
+    return dict(value)
+
+
+def _strings(raw: Mapping[str, Any], field: str) -> dict[str, str]:
+    value = _plain_strings(raw, field)
     policy.check_metadata_keys(f"target.template.{field}", value, labels=field == "labels")
     return dict(value)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from strongroom import policy, validate
+from strongroom import policy, presets, validate
 from strongroom.errors import ValidationError
 from strongroom.render import TemplateSpec, parse_template
 
@@ -23,6 +23,21 @@ CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
 REFRESH_POLICIES = ("Periodic", "OnChange", "CreatedOnce")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+SOURCES = ("generate", "fromSecret", "fromManagedSecret", "sealed")  # a data item's, exclusive
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """``data[].fromManagedSecret``: a stored key of another ManagedSecret (``namespace`` None:
+    the same namespace as the one that refers to it)."""
+
+    name: str
+    key: str
+    namespace: str | None = None
+
+    def where(self, here: str) -> str:
+        """``namespace/name.key`` as messages and audit details write it."""
+        return f"{self.namespace or here}/{self.name}.{self.key}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +46,7 @@ class DataItem:
     generate: Mapping[str, Any] | None = None
     from_secret: Mapping[str, Any] | None = None
     rotation_period: timedelta | None = None
+    from_managed_secret: Reference | None = None
     sealed: str | None = None  # a blob of strongroom.sealing, opened by sources/sealed.py
 
 
@@ -78,9 +94,12 @@ def _item(raw: object, index: int) -> DataItem:
         validate.key(key, write=True)
     except ValidationError as exc:
         raise policy.SpecRefusedError(f"data[{index}].key: {exc}") from None
-    generate, from_secret, sealed = raw.get("generate"), raw.get("fromSecret"), raw.get("sealed")
-    if sum(source is not None for source in (generate, from_secret, sealed)) > 1:
-        raise policy.SpecRefusedError(f"data[{key}] takes at most one source (generate, fromSecret or sealed)")
+    generate, from_secret = raw.get("generate"), raw.get("fromSecret")
+    sources = [f for f in SOURCES if raw.get(f) is not None]
+    if len(sources) > 1:
+        raise policy.SpecRefusedError(f"data[{key}] takes at most one source "
+                                      f"({', '.join(SOURCES)})")  # fmt: skip
+    sealed = raw.get("sealed")
     if sealed is not None and not isinstance(sealed, str):
         raise policy.SpecRefusedError(f"data[{key}].sealed must be a string")
     period = None
@@ -91,7 +110,31 @@ def _item(raw: object, index: int) -> DataItem:
         isinstance(from_secret, Mapping) and from_secret.get("name") and from_secret.get("key")
     ):
         raise policy.SpecRefusedError(f"data[{key}].fromSecret needs a name and a key")
-    return DataItem(key, generate, from_secret, period, sealed)
+    return DataItem(key, generate, from_secret, period,
+                    from_managed_secret=parse_reference(key, raw.get("fromManagedSecret")),
+                    sealed=sealed)  # fmt: skip
+
+
+def parse_reference(key: str, raw: object) -> Reference | None:
+    """``fromManagedSecret``, checked by the store's rules for names and keys."""
+    if raw is None:
+        return None
+    field = f"data[{key}].fromManagedSecret"
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not isinstance(
+        raw.get("key"), str
+    ):
+        raise policy.SpecRefusedError(f"{field} needs a name and a key")
+    namespace = raw.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise policy.SpecRefusedError(f"{field}.namespace must be a namespace name")
+    try:
+        validate.name(raw["name"])
+        validate.key(raw["key"], write=True)
+        if namespace is not None:
+            validate.namespace(namespace, limits=validate.KUBERNETES, write=True)
+    except ValidationError as exc:
+        raise policy.SpecRefusedError(f"{field}: {exc}") from None
+    return Reference(name=raw["name"], key=raw["key"], namespace=namespace or None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,12 +213,14 @@ def config_maps_of(spec: Mapping[str, Any]) -> frozenset[str]:
 
 def secret_type(spec: Mapping[str, Any]) -> str:
     """The type of the Secret a spec asks for: ``target.template.type`` when set (the template
-    decides what the data is), else ``target.type``."""
+    decides what the data is), else the preset's type, else ``target.type``."""
     target = spec.get("target") if isinstance(spec.get("target"), Mapping) else {}
     assert isinstance(target, Mapping)  # noqa: S101 - narrowed above
     template = target.get("template") if isinstance(target.get("template"), Mapping) else {}
     assert isinstance(template, Mapping)  # noqa: S101 - narrowed above
-    return str(template.get("type") or target.get("type") or "Opaque")
+    preset = presets.PRESETS.get(str(template.get("preset")))
+    return str(template.get("type") or (preset.secret_type if preset else None)
+               or target.get("type") or "Opaque")  # fmt: skip
 
 
 def needs_finalizer(target: Target | Spec) -> bool:

@@ -18,7 +18,6 @@ spec is ``Ready=False InvalidSpec``, never an exception out of the reconcile.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hmac
@@ -45,14 +44,23 @@ from strongroom.errors import (
     TemplateError,
     ValidationError,
 )
+from strongroom.finalizers import ensure_finalizer
 from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
 from strongroom.namespaceids import NamespaceIdentities
 from strongroom.namespaceids import parse_time as _parse_iso
 from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
+from strongroom.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
-from strongroom.sources.sealed import SealedOutcome, SealedSource
+from strongroom.sources.composed import (
+    Composer,
+    CompositionCycleError,
+    CompositionError,
+    GrantMissingError,
+)
+from strongroom.sources.imported import ImportFailedError, import_missing
+from strongroom.sources.sealed import SealedOutcome, SealedSource, status_outcome
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -63,12 +71,6 @@ __all__ = [
     "needs_finalizer", "status_patch",
 ]
 
-GROUP = "strongroom.io"
-VERSION = "v1alpha1"
-PLURAL = "managedsecrets"
-KIND = "ManagedSecret"
-
-FINALIZER = "strongroom.io/finalizer"
 
 MESSAGE_LIMIT = 240
 # What the apiserver answers to a Secret it will never accept as sent (invalid, too large).
@@ -103,6 +105,8 @@ class Reason:
     MERGE_NOT_ALLOWED = "MergeNotAllowed"
     NAMESPACE_MISMATCH = "NamespaceMismatch"
     TEMPLATE_ERROR = "TemplateError"
+    COMPOSITION_CYCLE = "CompositionCycle"
+    GRANT_MISSING = "GrantMissing"
     SEALED_INVALID = "SealedInvalid"  # a data[].sealed blob does not open here (no detail)
     SEALED_KEY_OLD = "SealedKeyOld"  # condition type and reason: reseal with a newer key
     SEALED_KEY_CURRENT = "SealedKeyCurrent"
@@ -155,6 +159,24 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+
+
+def next_refresh(
+    spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
+) -> datetime | None:
+    """When to look again: the refresh interval (jittered), a rotation falling due, or the end of
+    the grace window of a previous version, whichever comes first."""
+    candidates: list[datetime] = []
+    if previous and spec.keep_previous is not None:
+        candidates.append(now + spec.keep_previous)  # to retire the previous version
+    if spec.refresh_policy == "Periodic":
+        jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
+        candidates.append(now + spec.refresh_interval * jitter)
+    for item in spec.data:
+        last = _parse_iso(generated.get(item.key))
+        if item.rotation_period is not None and last is not None:
+            candidates.append(last + item.rotation_period)
+    return policy.floor_schedule(now, candidates)
 
 
 class Syncer:
@@ -270,13 +292,9 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
-        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
-        if any(item.sealed is not None for item in spec.data):
-            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
-            if sealed.invalid:  # nothing written: the Secret keeps its last good data
-                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
-                              version=status.get("version"), generated=generated,
-                              permanent=True)  # fmt: skip
+        sealed = self.sealed.opened(namespace, name, spec.data, status)  # before the transaction
+        if sealed is not None and sealed.invalid:  # nothing written: the Secret keeps its data
+            return _sealed_invalid(sealed, status.get("version"), generated)
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -311,56 +329,31 @@ class Syncer:
         events.extend(("Normal", "Rotated", f"generated a new value for {key}") for key in rotated)
         stored, version = (dict(found.data), found.version) if found is not None else ({}, 0)
 
-        new_values: dict[str, Any] = {}
-        sources_to_delete: list[str] = []
-        for item in spec.data:
-            if item.from_secret is not None and item.key not in stored:
-                source = read_secret(self.core, namespace, item.from_secret["name"])
-                refusal = policy.import_refusal(
-                    None if source is None else source.get("type"), item.from_secret["name"]
-                )
-                if refusal is not None:
-                    return Result(False, Reason.SOURCE_INVALID, refusal, permanent=True)
-                raw = None if source is None else (source.get("data") or {}).get(
-                    item.from_secret["key"])  # fmt: skip
-                if raw is None:
-                    return Result(
-                        False, Reason.SOURCE_NOT_FOUND,
-                        f"fromSecret {item.from_secret['name']}/{item.from_secret['key']} for key "
-                        f"{item.key} does not exist", retry=True,
-                    )  # fmt: skip
-                try:
-                    new_values[item.key] = base64.b64decode(raw).decode("utf-8")
-                except (ValueError, UnicodeDecodeError):
-                    return Result(False, Reason.SOURCE_INVALID,
-                                  f"fromSecret value for key {item.key} is not UTF-8 text")  # fmt: skip
-                events.append(("Normal", "Imported",
-                                f"imported {item.key} from Secret {item.from_secret['name']}"))  # fmt: skip
-                if item.from_secret.get("deleteSource"):
-                    sources_to_delete.append(item.from_secret["name"])
+        try:
+            imported = import_missing(self.core, namespace, spec.data, stored)
+        except ImportFailedError as exc:
+            if exc.missing:
+                return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), retry=True)
+            return Result(False, Reason.SOURCE_INVALID, clip(str(exc)), permanent=exc.refused)
+        new_values = imported.values
+        events.extend(imported.events)
         if sealed is not None:  # values the store lost since their blob was opened: again
-            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
-            if lost:
-                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
-                if more.invalid:
-                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
-                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
-                new_values.update(more.changed(stored))
-                sealed.merge(more)
+            new_values.update(self.sealed.reopen_lost(namespace, name, spec.data, stored, sealed))
+            if sealed.invalid:
+                return _sealed_invalid(sealed, version or None, generated)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
-        for source_name in sources_to_delete:
+        for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
-        if sealed is not None and sealed.opened:
-            self.audit("operator.unseal", namespace, name, version,
-                       f"opened sealed {', '.join(sealed.opened)}; "
-                       f"{len(sealed.values)} changed")  # fmt: skip
-            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
-        if sealed is not None or status.get("sealed"):
-            self.sealed.record(namespace, name, status.get("sealed") or {},
-                               sealed or SealedOutcome())  # fmt: skip
+        events.extend(self.sealed.settle(namespace, name, status, sealed, version=version,
+                                         audit=self.audit))
+        composed = self._composed(body, spec, namespace, name, version=version,
+                                  generated=generated)  # fmt: skip
+        if isinstance(composed, Result):
+            return composed
+        stored.update(composed)
 
         missing = sorted(item.key for item in spec.data if item.key not in stored)
         if missing or not stored:
@@ -369,8 +362,8 @@ class Syncer:
                 False, Reason.MISSING_VALUES,
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
-                generated=generated, next_refresh=self._next_refresh(spec, generated, now),
-                sealed=self._sealed_status(sealed, status),
+                generated=generated, next_refresh=next_refresh(spec, generated, now),
+                sealed=status_outcome(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -388,7 +381,7 @@ class Syncer:
 
         # 2. Make the Secret match (a finalizer first when deletion will need us).
         if needs_finalizer(spec):
-            self.ensure_finalizer(body)
+            ensure_finalizer(self.custom, body)
         outcome = self._write_target(body, spec, namespace, desired, wanted_hmac)
         if isinstance(outcome, Result):
             return outcome
@@ -420,33 +413,38 @@ class Syncer:
             True, Reason.SYNCED,
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=self._next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events, sealed=self._sealed_status(sealed, status),
+            next_refresh=next_refresh(spec, generated, now, previous=version > 1),
+            generated=generated, events=events, sealed=status_outcome(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
-        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
-        if sealed is not None:
-            return sealed
-        return SealedOutcome() if status.get("sealed") else None
-
-    def _next_refresh(
-        self, spec: Spec, generated: Mapping[str, str], now: datetime, *, previous: bool = False
-    ) -> datetime | None:
-        candidates: list[datetime] = []
-        if previous and spec.keep_previous is not None:
-            candidates.append(now + spec.keep_previous)  # to retire the previous version
-        if spec.refresh_policy == "Periodic":
-            jitter = 1 + random.uniform(-0.1, 0.1)  # noqa: S311 - spreading load, not security
-            candidates.append(now + spec.refresh_interval * jitter)
-        for item in spec.data:
-            last = _parse_iso(generated.get(item.key))
-            if item.rotation_period is not None and last is not None:
-                candidates.append(last + item.rotation_period)
-        return policy.floor_schedule(now, candidates)
+    def _composed(
+        self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
+        generated: dict[str, str],
+    ) -> dict[str, Any] | Result:  # fmt: skip
+        """The ``fromManagedSecret`` keys' values, or the failed Result. A missing grant also
+        withdraws what the Secret holds: it may keep nothing it may no longer have."""
+        if not any(item.from_managed_secret is not None for item in spec.data):
+            return {}
+        try:
+            composer = Composer(self.room, self.custom, self.namespace_ids, actor=self.actor)
+            return composer.values(namespace, name, spec.data)
+        except GrantMissingError as exc:
+            done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
+                          secret_name=spec.target_name, deletion_policy="Delete")  # fmt: skip
+            message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
+            if done.acted:
+                self.audit("operator.sync", namespace, name, version or None,
+                           f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
+            return Result(False, Reason.GRANT_MISSING, message, version=version or None,
+                          generated=generated, permanent=True)  # fmt: skip
+        except CompositionCycleError as exc:
+            return Result(False, Reason.COMPOSITION_CYCLE, clip(str(exc)), generated=generated,
+                          permanent=True)  # fmt: skip
+        except CompositionError as exc:  # the source or its key is not there yet
+            return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
+                          retry=True)  # fmt: skip
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -567,30 +565,6 @@ class Syncer:
 
     # -- deletion ---------------------------------------------------------------------------
 
-    def ensure_finalizer(self, body: Mapping[str, Any]) -> None:
-        """Add Strongroom's finalizer (conditional on the resourceVersion, so no edit is lost)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return
-        self._patch_finalizers(meta, [*finalizers, FINALIZER])
-
-    def release(self, body: Mapping[str, Any]) -> None:
-        """Remove Strongroom's finalizer once deletionPolicy is applied
-        (:mod:`strongroom.operator.deletions`)."""
-        meta = body["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            self._patch_finalizers(meta, [f for f in finalizers if f != FINALIZER])
-
-    def _patch_finalizers(self, meta: Mapping[str, Any], finalizers: list[str]) -> None:
-        patch = {"metadata": {"finalizers": finalizers,
-                              "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
-        discard(self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
-            _preload_content=False,
-        ))  # fmt: skip
-
     def audit(self, action: str, namespace: str, name: str, version: int | None,
               detail: str, *, outcome: str = Outcome.OK) -> None:  # fmt: skip
         """Append an audit event for something the operator did in the cluster."""
@@ -657,6 +631,13 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_invalid(sealed: SealedOutcome, version: int | None,
+                    generated: dict[str, str]) -> Result:  # fmt: skip
+    """``SealedInvalid``: naming the keys only, never what failed (sources/sealed.py)."""
+    return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()), version=version,
+                  generated=generated, permanent=True)
 
 
 def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,

@@ -203,6 +203,7 @@ OPERATOR_RULES = {
     ("strongroom.io", "managedsecrets"): {"get", "list", "watch", "patch"},
     ("strongroom.io", "managedsecrets/status"): {"update", "patch"},
     ("strongroom.io", "managedsecrets/finalizers"): {"update"},
+    ("strongroom.io", "managedsecretgrants"): {"list", "watch"},  # fromManagedSecret across namespaces
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
     ("", "configmaps"): {"get", "list", "watch"},  # templateFrom

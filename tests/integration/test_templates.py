@@ -124,7 +124,7 @@ def test_a_template_reaches_no_other_managed_secret(op: OperatorProcess) -> None
 @pytest.mark.parametrize(("template", "says"), [
     pytest.param({"data": {"x": "a"}, "mergePolicy": "Sometimes"}, "mergePolicy must be",
                  id="merge-policy"),
-    pytest.param({"data": {}}, "needs data (key -> template) or templateFrom", id="no-data"),
+    pytest.param({"data": {}}, "needs data (key -> template), templateFrom or preset", id="no-data"),
     pytest.param({"templateFrom": [{"configMap": {"name": "Not_A_Name"}}]},
                  "configMap.name must be a ConfigMap name", id="bad-configmap-name"),
     pytest.param({"data": {"..x": "a"}}, "template keys are Secret keys", id="bad-key"),
@@ -165,3 +165,27 @@ def test_templates_from_a_configmap_re_render_every_user_when_it_changes(
         eventually(lambda n=name: decoded(op.secret(n))["url"] == f"postgres://{n}:pw@db2/app",
                    timeout=30, what=f"{name} re-rendered")  # fmt: skip
     assert "template ConfigMap dsn changed; syncing" in op.log()
+
+
+def test_presets_build_a_dotenv_file_and_a_pull_secret(op: OperatorProcess) -> None:
+    op.cli("secret", "set", f"{op.namespace}/env", "API_KEY=k$y\"1", "DB_USER=app")
+    op.apply("env", {"data": [{"key": "API_KEY"}, {"key": "DB_USER"}],
+                     "target": {"template": {"preset": "dotenv"}}})  # fmt: skip
+    op.cli("secret", "set", f"{op.namespace}/robot", "registry=ghcr.io", "user=robot",
+           f"token={CANARY}")  # fmt: skip
+    op.apply("robot", {"data": [{"key": "registry"}, {"key": "user"}, {"key": "token"}],
+                       "target": {"template": {"preset": "dockerconfigjson", "presetKeys": {
+                           "username": "user", "password": "token"}}}})  # fmt: skip
+    ready(op, "env")
+    assert decoded(op.secret("env")) == {".env": 'API_KEY="k\\$y\\"1"\nDB_USER="app"\n'}
+    ready(op, "robot")
+    secret = op.secret("robot")
+    assert secret is not None and secret["type"] == "kubernetes.io/dockerconfigjson"
+    entry = json.loads(decoded(secret)[".dockerconfigjson"])["auths"]["ghcr.io"]
+    assert (entry["username"], entry["password"]) == ("robot", CANARY)
+    # A required key that is not stored: the Secret keeps its data, the status names the key.
+    merge_patch(op, "robot", {"spec": {"target": {"template": {"presetKeys": {
+        "username": "user", "password": "missing"}}}}})  # fmt: skip
+    cond = condition(op, "robot", "TemplateError")
+    assert "'missing'" in cond["message"] and CANARY not in cond["message"]
+    assert op.secret("robot")["data"] == secret["data"]  # type: ignore[index]

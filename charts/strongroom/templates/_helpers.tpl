@@ -70,6 +70,11 @@ No wildcards. */ -}}
 - apiGroups: ["strongroom.io"]
   resources: ["managedsecrets"]
   verbs: ["get", "list", "watch", "patch"]
+# ManagedSecretGrants: listed and watched (events only) and listed again at every sync of a
+# ManagedSecret that composes from another namespace (data[].fromManagedSecret). Never written.
+- apiGroups: ["strongroom.io"]
+  resources: ["managedsecretgrants"]
+  verbs: ["list", "watch"]
 # Status: replaced (update); merged (patch) when the object changed since it was read.
 - apiGroups: ["strongroom.io"]
   resources: ["managedsecrets/status"]

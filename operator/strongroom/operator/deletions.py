@@ -38,6 +38,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from strongroom.errors import StrongroomError
+from strongroom.finalizers import release
 from strongroom.letgo import LetGo, let_go
 from strongroom.spec import Target
 from strongroom.sync import REFUSED_WRITES, Syncer
@@ -88,7 +89,7 @@ class Deletions:
             self.syncer.audit(ACTION, key[0], key[1], None, progress.done.detail)
             progress.recorded = True
         self._released[key] = uid  # before the request: its DELETED event may come first
-        self.syncer.release(body)
+        release(self.syncer.custom, body)
         return progress.done
 
     def gone(self, key: Key, uid: str | None, target: str | None, *, collected: bool,

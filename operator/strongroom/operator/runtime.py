@@ -65,12 +65,14 @@ from strongroom.metrics import (
 )
 from strongroom.operator.checkpoint import CheckpointKeeper, CheckpointRef
 from strongroom.operator.deletions import Deletions
+from strongroom.operator.dependants import Dependants
 from strongroom.operator.events import EventRecorder, InvolvedObject
 from strongroom.operator.leader import LeaderElector, LeaseRef
 from strongroom.operator.sealingkeys import SealingKeyPublisher
 from strongroom.operator.sealingkeys import resolve as resolve_sealing_configmap
 from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
+from strongroom.resources import GRANT_KIND, GRANT_PLURAL
 from strongroom.spec import config_maps_of
 from strongroom.sync import (
     FINALIZER,
@@ -213,6 +215,7 @@ class Runtime:
         self.exit_flag = threading.Event()
         self.lost_leadership = False
         self.tracked: dict[Key, Tracked] = {}
+        self.dependants = Dependants()  # fromManagedSecret: who reads from whom
         self._due: dict[Key, float] = {}
         self._heap: list[tuple[float, int, Key]] = []
         self._seq = itertools.count()
@@ -413,6 +416,10 @@ class Runtime:
             tracked = self.tracked.get(key)
             if tracked is not None and tracked.generation == meta.get("generation"):
                 return  # the echo of our own status write, or an edit of metadata only
+            self.dependants.track(key, body.get("spec") or {})
+            if tracked is not None:  # a spec change may change what its dependants read
+                for reader in self.dependants.of([key]):
+                    self.schedule(reader)
         elif FINALIZER not in (meta.get("finalizers") or ()):
             return  # being deleted, and nothing of ours holds it
         self._pending[key] = compact(body)
@@ -423,6 +430,9 @@ class Runtime:
         tracked = self.forget(key)
         if self.syncer is not None:  # it no longer counts in strongroom_sealed_values_old_key
             self.syncer.sealed.forget(*key)
+        for reader in self.dependants.of([key]):  # they lose their source: let them say so
+            self.schedule(reader)
+        self.dependants.forget(key)
         if self.deletions is None or self._loop is None:
             return
         detail = self.deletions.gone(
@@ -605,6 +615,10 @@ class Runtime:
                     log.info("the store has a new version of %s/%s (version %s); syncing",
                              namespace, name, version)  # fmt: skip
                     self.schedule((namespace, name))
+            for reader in self.dependants.of((namespace, name) for namespace, name, _v, _u
+                                             in changed):  # fmt: skip
+                log.info("%s/%s: a ManagedSecret it composes from changed; syncing", *reader)
+                self.schedule(reader)
 
     def _watches(self, namespace: str | None) -> list[RawWatch]:
         """The ManagedSecret watch and the managed-Secret watch of one namespace (None: all)."""
@@ -617,12 +631,16 @@ class Runtime:
             list_secrets = functools.partial(core.list_namespaced_secret, namespace,
                                              label_selector=selector)  # fmt: skip
             list_config_maps = functools.partial(core.list_namespaced_config_map, namespace)
+            list_grants = functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION,
+                                            namespace, GRANT_PLURAL)  # fmt: skip
         else:
             list_managed = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION,
                                              PLURAL)  # fmt: skip
             list_secrets = functools.partial(core.list_secret_for_all_namespaces,
                                              label_selector=selector)  # fmt: skip
             list_config_maps = core.list_config_map_for_all_namespaces
+            list_grants = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION,
+                                            GRANT_PLURAL)  # fmt: skip
         timeout = (min(CONNECT_TIMEOUT, self.api_timeout), WATCH_SECONDS + 30.0)
         return [
             RawWatch(KIND, list_managed, on_events=self._managed_events, stop=self._stop,
@@ -636,7 +654,21 @@ class Runtime:
             RawWatch("ConfigMap", list_config_maps, on_events=self._config_map_events,
                      stop=self._stop, list_items=False, watch_timeout=timeout,
                      watch_seconds=WATCH_SECONDS),
+            # Grants: events only, so that a revoked grant withdraws what it allowed at once.
+            RawWatch(GRANT_KIND, list_grants, on_events=self._grant_events, stop=self._stop,
+                     list_items=False, watch_timeout=timeout, watch_seconds=WATCH_SECONDS),
         ]  # fmt: skip
+
+    def _grant_events(self, events: list[Event]) -> None:
+        """From a watch thread: a grant changed; its namespace's readers elsewhere re-sync."""
+        namespaces = {(e[1].get("metadata") or {}).get("namespace", "") for e in events}
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._grants_changed, namespaces)
+
+    def _grants_changed(self, namespaces: set[str]) -> None:
+        for reader in self.dependants.across(namespaces):
+            log.info("%s/%s: a grant it depends on changed; syncing", *reader)
+            self.schedule(reader)
 
     def _config_map_events(self, events: list[Event]) -> None:
         """From a watch thread: a ConfigMap changed (added, edited, deleted)."""

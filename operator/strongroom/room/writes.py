@@ -91,6 +91,7 @@ class SecretWrites(AuditedCalls):
         actor: str | None = None,
         action: str = "operator.read",
         namespace_uid: str | None = None,
+        detail: str = "",
     ) -> SecretValue | None:
         """Read the current values and write what ``produce`` adds to them, in one transaction.
 
@@ -105,7 +106,7 @@ class SecretWrites(AuditedCalls):
         ``secret.set``. Returns the resulting version's values, or None when nothing is stored
         and nothing was produced. ``namespace_uid``: the UID of the reading ManagedSecret's
         namespace; values bound to another one are refused, unbound ones are bound to it
-        (:mod:`strongroom.bindings`).
+        (:mod:`strongroom.bindings`). ``detail``: for the read's audit event (for whom).
         """
         failure = functools.partial(self._failed, action, actor=actor, namespace=namespace,
                                     name=name)  # fmt: skip
@@ -138,7 +139,8 @@ class SecretWrites(AuditedCalls):
                                for row in rows}  # fmt: skip
                 events = [
                     self._event(action, Outcome.OK if version else Outcome.NOT_FOUND, actor=actor,
-                                namespace=namespace, name=name, version=version or None),
+                                namespace=namespace, name=name, version=version or None,
+                                detail=detail),
                     *bound,
                 ]  # fmt: skip
                 new = dict(produce(current))
