@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom.api import Strongroom
-from strongroom.errors import AlreadyExists, NotFound, ValidationError
+from strongroom.errors import AlreadyExists, IntegrityError, NotFound, ValidationError
 from strongroom.sealing.blob import (
     KEY_ID_BYTES,
     Header,
@@ -80,12 +80,14 @@ def _iso(moment: datetime) -> str:
 
 
 def _parse(key_id: str, doc: Any) -> tuple[SealingKeyInfo, bytes]:
-    if not isinstance(doc, Mapping):
-        raise ValidationError(f"sealing key {key_id} is not a JSON object")
-    suite = SuiteId.parse(str(doc.get("suite")))
-    created = datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
-    info = SealingKeyInfo(key_id, suite, created, base64.b64decode(doc["public"]))
-    return info, base64.b64decode(doc["private"])
+    """A stored key pair; a malformed record is an IntegrityError naming the key id only."""
+    try:
+        suite = SuiteId.parse(str(doc.get("suite")))
+        created = datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
+        info = SealingKeyInfo(key_id, suite, created, base64.b64decode(doc["public"]))
+        return info, base64.b64decode(doc["private"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise IntegrityError(f"sealing key {key_id} in the store is malformed") from None
 
 
 def _names(uses: Iterable[Use], limit: int = 5) -> str:
