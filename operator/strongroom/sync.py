@@ -44,7 +44,7 @@ from strongroom.errors import (
     TemplateError,
     ValidationError,
 )
-from strongroom.finalizers import ensure_finalizer
+from strongroom.finalizers import ensure_finalizer, write_status
 from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
@@ -62,7 +62,7 @@ from strongroom.sources.composed import (
     references_of,
 )
 from strongroom.sources.imported import ImportFailedError, import_missing
-from strongroom.sources.sealed import SealedOutcome, SealedSource
+from strongroom.sources.sealed import SealedOutcome, SealedSource, status_outcome
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -221,30 +221,8 @@ class Syncer:
         return self._hmac_key
 
     def write_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
-        """Replace the status as of the object version reconciled; if the object has changed
-        since (409), merge the patch into whatever it is now.
-
-        A replace costs the apiserver ≈ 10 % less CPU than a merge patch (it does not
-        serialise the stored object to apply a patch to it), and the status is most of what
-        a new ManagedSecret costs it after its creation.
-        """
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        if meta.get("resourceVersion"):
-            status = {**(body.get("status") or {}), **patch}
-            replacement = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
-                           "metadata": {"name": name, "namespace": namespace,
-                                        "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
-            try:
-                self.writes.replace_status(f"{GROUP}/{VERSION}", PLURAL, namespace, name,
-                                           replacement)  # fmt: skip
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        discard(self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False,
-        ))  # fmt: skip
+        """Write a status patch (:func:`strongroom.finalizers.write_status` says how)."""
+        write_status(self.writes, self.custom, body, patch)
 
     # -- the main path ----------------------------------------------------------------------
 
@@ -300,13 +278,9 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
-        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
-        if any(item.sealed is not None for item in spec.data):
-            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
-            if sealed.invalid:  # nothing written: the Secret keeps its last good data
-                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
-                              version=status.get("version"), generated=generated,
-                              permanent=True)  # fmt: skip
+        sealed = self.sealed.opened(namespace, name, spec.data, status)  # before the transaction
+        if sealed is not None and sealed.invalid:  # nothing written: the Secret keeps its data
+            return _sealed_invalid(sealed, status.get("version"), generated)
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -350,28 +324,17 @@ class Syncer:
         new_values = imported.values
         events.extend(imported.events)
         if sealed is not None:  # values the store lost since their blob was opened: again
-            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
-            if lost:
-                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
-                if more.invalid:
-                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
-                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
-                new_values.update(more.changed(stored))
-                sealed.merge(more)
+            new_values.update(self.sealed.reopen_lost(namespace, name, spec.data, stored, sealed))
+            if sealed.invalid:
+                return _sealed_invalid(sealed, version or None, generated)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
         for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
-        if sealed is not None and sealed.opened:
-            self.audit("operator.unseal", namespace, name, version,
-                       f"opened sealed {', '.join(sealed.opened)}; "
-                       f"{len(sealed.values)} changed")  # fmt: skip
-            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
-        if sealed is not None or status.get("sealed"):
-            self.sealed.record(namespace, name, status.get("sealed") or {},
-                               sealed or SealedOutcome())  # fmt: skip
+        events.extend(self.sealed.settle(namespace, name, status, sealed, version=version,
+                                         audit=self.audit))
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -386,7 +349,7 @@ class Syncer:
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
                 generated=generated, next_refresh=next_refresh(spec, generated, now),
-                sealed=self._sealed_status(sealed, status),
+                sealed=status_outcome(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -437,7 +400,7 @@ class Syncer:
             f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
             next_refresh=next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events, sealed=self._sealed_status(sealed, status),
+            generated=generated, events=events, sealed=status_outcome(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
@@ -478,13 +441,6 @@ class Syncer:
                        f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
         return Result(False, Reason.GRANT_MISSING, message, version=version,
                       generated=generated or {}, permanent=True)  # fmt: skip
-
-    @staticmethod
-    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
-        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
-        if sealed is not None:
-            return sealed
-        return SealedOutcome() if status.get("sealed") else None
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -671,6 +627,13 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_invalid(sealed: SealedOutcome, version: int | None,
+                    generated: dict[str, str]) -> Result:  # fmt: skip
+    """``SealedInvalid``: naming the keys only, never what failed (sources/sealed.py)."""
+    return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()), version=version,
+                  generated=generated, permanent=True)
 
 
 def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,

@@ -429,6 +429,8 @@ class Runtime:
     def _gone(self, key: Key, uid: str | None = None) -> None:
         """The object is gone; the audit log says what became of its Secret, once."""
         tracked = self.forget(key)
+        if self.syncer is not None:  # it no longer counts in strongroom_sealed_values_old_key
+            self.syncer.sealed.forget(*key)
         for reader in self.dependants.of([key]):  # they lose their source: let them say so
             self.schedule(reader)
         self.dependants.forget(key)
