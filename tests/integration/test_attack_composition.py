@@ -8,6 +8,7 @@ A test marked xfail (strict) demonstrates a hole still open: it passes once the 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.integration.test_composition import shared as shared  # noqa: PLC0414
 from tests.integration.test_operator import decoded, ready
 from tests.integration.test_templates import condition
 
+STORE_ECHO_SECONDS = 10.0
 MSECS = "/apis/strongroom.io/v1alpha1/namespaces/{ns}/managedsecrets"
 
 
@@ -153,6 +155,10 @@ def test_attack_a_namespaced_operator_withdraws_a_value_whose_grant_is_revoked(
     # refusal instead, and the Secret None.)
     ready(op, "app")
     assert decoded(op.secret("app")) == {"pw": CANARY}
+    # Let the echoes of the first sync pass (its read binds the source to its namespace UID, a
+    # store change that re-syncs the reader once): a revocation meeting that re-sync by chance
+    # would be withdrawn, and the test would say nothing about the grant watch.
+    time.sleep(STORE_ECHO_SECONDS)
     kube.request("DELETE", f"{GRANTS.format(ns=platform)}/right")
     eventually(lambda: op.secret("app") is None, timeout=30,
                what="the Secret withdrawn after the grant was revoked")  # fmt: skip
