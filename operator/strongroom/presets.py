@@ -11,9 +11,10 @@ template does (the Secret keeps its last good data; the message names the key, n
 - ``tls`` → type ``kubernetes.io/tls``, keys ``tls.crt`` and ``tls.key`` (and ``ca.crt`` when
   stored); the key must be a PEM private key and the certificate PEM, checked by their
   armour only (no parsing of attacker-chosen DER here).
-- ``dotenv`` → type ``Opaque``, one key ``.env``: every stored key as ``KEY="value"``, sorted,
-  with ``\\``, ``"``, ``$``, backquotes and newlines escaped, so a value cannot add a line or expand another
-  variable in a shell or docker-compose reading it. Keys must be environment variable names.
+- ``dotenv`` → type ``Opaque``, one key ``.env``: every stored key as ``KEY='value'``, sorted,
+  so that a shell, docker compose and python-dotenv read the same values and none of them runs
+  or expands anything; a value no single-quoted line carries safely is refused (:func:`_dotenv`).
+  Keys must be environment variable names.
 """
 
 from __future__ import annotations
@@ -59,17 +60,28 @@ def _field(preset: Preset, field: str, keys: Mapping[str, str], text: Mapping[st
     return None
 
 
+_DOTENV_REFUSED = ("'", "\\", "\n", "\r", "\0", "${")
+
+
 def _dotenv(text: Mapping[str, str]) -> str:
+    """``KEY='value'`` lines. Single quotes are literal for a shell and for docker compose; the
+    characters they cannot carry, or that a reader treats differently, are refused rather than
+    escaped: ``'``, backslash (python-dotenv decodes ``\\``, a shell does not), newlines, NUL,
+    and ``${`` (python-dotenv expands it inside any quotes, so a value could pull the reading
+    process's environment into itself)."""
     lines = []
     for key in sorted(text):
         if not _ENV_NAME.fullmatch(key):  # match() would let "KEY\n" through ($)
             raise TemplateError("preset dotenv", None, f"key {key!r} is not an environment "
                                 "variable name (letters, digits, _; not first a digit)")  # fmt: skip
         value = text[key]
-        for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("$", "\\$"), ("`", "\\`"),
-                             ("\n", "\\n"), ("\r", "\\r")):  # fmt: skip
-            value = value.replace(raw, escaped)
-        lines.append(f'{key}="{value}"\n')
+        bad = next((c for c in _DOTENV_REFUSED if c in value), None)
+        if bad is not None:
+            shown = {"\n": "a newline", "\r": "a carriage return", "\0": "NUL"}.get(bad, repr(bad))
+            raise TemplateError("preset dotenv", None, f"the value of {key} holds {shown}, which "
+                                "a .env file cannot carry the same way for every reader; use a "
+                                "template")  # fmt: skip
+        lines.append(f"{key}='{value}'\n")
     return "".join(lines)
 
 

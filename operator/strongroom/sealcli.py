@@ -326,9 +326,9 @@ def cmd_seal_prune(args: argparse.Namespace) -> int:
 def cmd_seal_reseal(args: argparse.Namespace) -> int:
     from strongroom.sealing.files import FileError, replace_sealed
 
-    texts = {path: _read_file(path) for path in args.files}
     with _deps.open_store(args) as room:
-        keys = SealingKeys(room, actor=room.settings.actor)
+        texts = {path: _read_file(path) for path in args.files}
+        keys = SealingKeys(room, actor=room.settings.actor, cache_seconds=600.0)
         active = keys.active()
         if active is None:
             raise ValidationError("the store has no sealing key yet")

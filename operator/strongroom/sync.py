@@ -45,7 +45,7 @@ from strongroom.errors import (
     TemplateError,
     ValidationError,
 )
-from strongroom.finalizers import ensure_finalizer
+from strongroom.finalizers import ensure_finalizer, write_status
 from strongroom.kubewrites import DirectWrites, discard
 from strongroom.letgo import delete_secret, let_go, read_secret
 from strongroom.metrics import SECRET_WRITES
@@ -55,14 +55,16 @@ from strongroom.policy import MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL
 from strongroom.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from strongroom.restarts import RESTART_ANNOTATION, rollout_restart
 from strongroom.sources.composed import (
+    ChainRefusedError,
     Composer,
     CompositionCycleError,
     CompositionError,
     GrantMissingError,
+    references_of,
 )
 from strongroom.sources.database import Databases, database_step, next_time
 from strongroom.sources.imported import ImportFailedError, import_missing
-from strongroom.sources.sealed import SealedOutcome, SealedSource
+from strongroom.sources.sealed import SealedOutcome, SealedSource, status_outcome
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
 from strongroom.targetmeta import HMAC_ANNOTATION, KEYS_ANNOTATION, Wanted, owner_reference
 
@@ -215,8 +217,10 @@ class Syncer:
         hmac_key: bytes | None = None,
         rollout_restart: bool = True,
         trust_namespace_names: bool = False,
+        watched: frozenset[str] | None = None,
         database_engines: bool = False,
     ) -> None:
+        self.watched = watched  # the namespaces the operator watches (None: all)
         self.rollout_restart_enabled = rollout_restart
         self.namespace_ids = NamespaceIdentities(core, trust_names=trust_namespace_names)
         self.room = room
@@ -240,30 +244,8 @@ class Syncer:
         return self._hmac_key
 
     def write_status(self, body: Mapping[str, Any], patch: dict[str, Any]) -> None:
-        """Replace the status as of the object version reconciled; if the object has changed
-        since (409), merge the patch into whatever it is now.
-
-        A replace costs the apiserver ≈ 10 % less CPU than a merge patch (it does not
-        serialise the stored object to apply a patch to it), and the status is most of what
-        a new ManagedSecret costs it after its creation.
-        """
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        if meta.get("resourceVersion"):
-            status = {**(body.get("status") or {}), **patch}
-            replacement = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
-                           "metadata": {"name": name, "namespace": namespace,
-                                        "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
-            try:
-                self.writes.replace_status(f"{GROUP}/{VERSION}", PLURAL, namespace, name,
-                                           replacement)  # fmt: skip
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        discard(self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False,
-        ))  # fmt: skip
+        """Write a status patch (:func:`strongroom.finalizers.write_status` says how)."""
+        write_status(self.writes, self.custom, body, patch)
 
     # -- the main path ----------------------------------------------------------------------
 
@@ -272,13 +254,17 @@ class Syncer:
         namespace, name = meta["namespace"], meta["name"]
         status = body.get("status") or {}
         try:
+            # Grants first: no early end below may leave a revoked value in the Secret.
+            references = references_of(body.get("spec") or {}, namespace)
+            if any(source != namespace for source, _name in references):
+                try:
+                    self._composer().check_grants(namespace, references)
+                except GrantMissingError as exc:
+                    return self._withdraw(body, exc, status.get("version"))
             spec = Spec.parse(name, body.get("spec") or {})
-        except policy.SpecRefusedError as exc:
-            return Result(False, Reason.INVALID_SPEC, clip(str(exc)), permanent=True)
-        if spec.refresh_policy == "CreatedOnce" and status.get("version"):
-            return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
-                          version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
-        try:
+            if spec.refresh_policy == "CreatedOnce" and status.get("version"):
+                return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
+                              version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
             return self._reconcile(body, spec, namespace, name, status)
         except KeyringError as exc:
             return Result(False, Reason.KEK_UNAVAILABLE, clip(str(exc)), retry=True)
@@ -317,13 +303,9 @@ class Syncer:
         rotated: list[str] = []
         rotation = Rotation.requested(body["metadata"], status)  # strongroom.emergency
         renew = rotation.renewable(spec.data) if rotation is not None else set()
-        sealed = None  # data[].sealed: opened before the transaction (it reads the store)
-        if any(item.sealed is not None for item in spec.data):
-            sealed = self.sealed.open(namespace, name, spec.data, status.get("sealed") or {})
-            if sealed.invalid:  # nothing written: the Secret keeps its last good data
-                return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()),
-                              version=status.get("version"), generated=generated,
-                              permanent=True)  # fmt: skip
+        sealed = self.sealed.opened(namespace, name, spec.data, status)  # before the transaction
+        if sealed is not None and sealed.invalid:  # nothing written: the Secret keeps its data
+            return _sealed_invalid(sealed, status.get("version"), generated)
 
         def produce(current: Mapping[str, Any]) -> dict[str, Any]:
             # May run twice (resolve() asks again if another writer got in first): no
@@ -367,28 +349,17 @@ class Syncer:
         new_values = imported.values
         events.extend(imported.events)
         if sealed is not None:  # values the store lost since their blob was opened: again
-            lost = frozenset(i.key for i in spec.data if i.sealed is not None and i.key not in stored)
-            if lost:
-                more = self.sealed.open(namespace, name, spec.data, {}, only=lost)
-                if more.invalid:
-                    return Result(False, Reason.SEALED_INVALID, clip(more.invalid_message()),
-                                  version=version or None, generated=generated, permanent=True)  # fmt: skip
-                new_values.update(more.changed(stored))
-                sealed.merge(more)
+            new_values.update(self.sealed.reopen_lost(namespace, name, spec.data, stored, sealed))
+            if sealed.invalid:
+                return _sealed_invalid(sealed, version or None, generated)
         if new_values:
             version = self.room.set(namespace, name, new_values, actor=self.actor)
             # The new version is what we had plus what we wrote: no second read needed.
             stored = {**stored, **new_values}
         for source_name in imported.delete:
             delete_secret(self.core, namespace, source_name)
-        if sealed is not None and sealed.opened:
-            self.audit("operator.unseal", namespace, name, version,
-                       f"opened sealed {', '.join(sealed.opened)}; "
-                       f"{len(sealed.values)} changed")  # fmt: skip
-            events.append(("Normal", "Unsealed", clip(f"opened sealed {', '.join(sealed.opened)}")))
-        if sealed is not None or status.get("sealed"):
-            self.sealed.record(namespace, name, status.get("sealed") or {},
-                               sealed or SealedOutcome())  # fmt: skip
+        events.extend(self.sealed.settle(namespace, name, status, sealed, version=version,
+                                         audit=self.audit))
         issue = database_step(self.databases, namespace, name, spec.data, stored, now=now,
                               force=renew, revoke=bool(rotation and rotation.revoke))  # fmt: skip
         if issue is not None and issue.failure is not None:
@@ -397,9 +368,7 @@ class Syncer:
                           permanent=issue.permanent)  # fmt: skip
         if issue is not None and issue.values:
             version = self.room.set(namespace, name, issue.values, actor=self.actor)
-            stored.update(issue.values)
-            generated.update(issue.issued)
-            events.extend(issue.events)
+            issue.apply(stored, generated, events)
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -414,7 +383,7 @@ class Syncer:
                 clip(f"keys not in the store yet: {shown}; set them with "
                      f"`strongroom secret set {namespace}/{name} KEY=...`"),
                 generated=generated, next_refresh=next_refresh(spec, generated, now),
-                sealed=self._sealed_status(sealed, status),
+                sealed=status_outcome(sealed, status),
             )  # fmt: skip
 
         try:  # a failed template renders nothing: the Secret keeps its last good data
@@ -476,44 +445,47 @@ class Syncer:
             if emergency.marks else f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
             next_refresh=due_next, generated=generated, events=events, status_extra=emergency.status,
-            sealed=self._sealed_status(sealed, status),
+            sealed=status_outcome(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
+
+    def _composer(self) -> Composer:
+        return Composer(self.room, self.custom, self.namespace_ids, actor=self.actor,
+                        watched=self.watched)  # fmt: skip
 
     def _composed(
         self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
         generated: dict[str, str],
     ) -> dict[str, Any] | Result:  # fmt: skip
-        """The ``fromManagedSecret`` keys' values, or the failed Result. A missing grant also
-        withdraws what the Secret holds: it may keep nothing it may no longer have."""
+        """The ``fromManagedSecret`` keys' values, or the failed Result."""
         if not any(item.from_managed_secret is not None for item in spec.data):
             return {}
         try:
-            composer = Composer(self.room, self.custom, self.namespace_ids, actor=self.actor)
-            return composer.values(namespace, name, spec.data)
-        except GrantMissingError as exc:
-            done = let_go(self.core, namespace, name, body["metadata"].get("uid", ""),
-                          secret_name=spec.target_name, deletion_policy="Delete")  # fmt: skip
-            message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
-            if done.acted:
-                self.audit("operator.sync", namespace, name, version or None,
-                           f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
-            return Result(False, Reason.GRANT_MISSING, message, version=version or None,
-                          generated=generated, permanent=True)  # fmt: skip
-        except CompositionCycleError as exc:
-            return Result(False, Reason.COMPOSITION_CYCLE, clip(str(exc)), generated=generated,
-                          permanent=True)  # fmt: skip
+            return self._composer().values(namespace, name, spec.data)
+        except GrantMissingError as exc:  # revoked between the check up front and here
+            return self._withdraw(body, exc, version or None, generated)
+        except (CompositionCycleError, ChainRefusedError) as exc:
+            reason = (Reason.COMPOSITION_CYCLE if isinstance(exc, CompositionCycleError)
+                      else Reason.SOURCE_INVALID)  # fmt: skip
+            return Result(False, reason, clip(str(exc)), generated=generated, permanent=True)
         except CompositionError as exc:  # the source or its key is not there yet
             return Result(False, Reason.SOURCE_NOT_FOUND, clip(str(exc)), generated=generated,
                           retry=True)  # fmt: skip
 
-    @staticmethod
-    def _sealed_status(sealed: SealedOutcome | None, status: Mapping[str, Any]) -> SealedOutcome | None:
-        """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
-        if sealed is not None:
-            return sealed
-        return SealedOutcome() if status.get("sealed") else None
+    def _withdraw(self, body: Mapping[str, Any], exc: GrantMissingError, version: int | None,
+                  generated: dict[str, str] | None = None) -> Result:  # fmt: skip
+        """A value it may no longer have: the Secret goes (owned) or loses our keys (merged)."""
+        meta = body["metadata"]
+        target = Target.parse(meta["name"], body.get("spec") or {})
+        done = let_go(self.core, meta["namespace"], meta["name"], meta.get("uid", ""),
+                      secret_name=target.name, deletion_policy="Delete")  # fmt: skip
+        message = clip(f"{exc}; {done.detail}" if done.acted else str(exc))
+        if done.acted:
+            self.audit("operator.sync", meta["namespace"], meta["name"], version,
+                       f"grant missing: {done.detail}", outcome=Outcome.DENIED)  # fmt: skip
+        return Result(False, Reason.GRANT_MISSING, message, version=version,
+                      generated=generated or {}, permanent=True)  # fmt: skip
 
     def _hmac(self, body: Mapping[str, Any], secret_type: str, data: Mapping[str, str]) -> str:
         meta = body["metadata"]
@@ -683,6 +655,13 @@ def status_patch(
     if result.next_refresh is not None:
         new["nextRefreshTime"] = _iso(result.next_refresh)
     return new
+
+
+def _sealed_invalid(sealed: SealedOutcome, version: int | None,
+                    generated: dict[str, str]) -> Result:  # fmt: skip
+    """``SealedInvalid``: naming the keys only, never what failed (sources/sealed.py)."""
+    return Result(False, Reason.SEALED_INVALID, clip(sealed.invalid_message()), version=version,
+                  generated=generated, permanent=True)
 
 
 def _sealed_key_condition(sealed: SealedOutcome, previous: Mapping[str, Any] | None,

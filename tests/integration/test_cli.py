@@ -426,9 +426,13 @@ STORE_COMMANDS = {
     ("audit", "checkpoint", "reset"): ["ns/cm", "--reason", "restored"],
     ("kek", "rotate"): ["--to", "local"], ("kek", "status"): [], ("rekey",): [], ("run",): [],
     ("serve",): ["--tls-secret", "ns/tls"],
+    ("seal", "public-key"): [], ("seal", "rotate"): [], ("seal", "keys"): [],
+    ("seal", "prune"): ["0011223344556677"], ("seal", "reseal"): ["absent.yaml"],
 }  # fmt: skip
 CREATE_STORE = {("db", "upgrade")}
-NO_STORE = {("keygen",), ("secret", "rotate")}  # rotate: the kubeconfig only (an annotation)
+# `seal value` and `seal import-sealedsecret` need the public key only (and the Bitnami key);
+# `secret rotate` the kubeconfig only (it annotates the ManagedSecret).
+NO_STORE = {("keygen",), ("seal", "value"), ("seal", "import-sealedsecret"), ("secret", "rotate")}
 
 
 @pytest.mark.parametrize("command", sorted(STORE_COMMANDS), ids=" ".join)
@@ -513,6 +517,21 @@ EXIT_CASES = {
     ("run",): ExitCase(["-n", "a", "-A"], "not allowed with", [], "no Kubernetes access",
                        NO_KUBECONFIG),
     ("serve",): ExitCase(["--port", "https"], "--port", [], "the server needs TLS"),
+    ("seal", "value"): ExitCase(["ns/s"], "required: KEY", ["ns/s", "k", "--public-key", "absent.json"],
+                                "--public-key: cannot read absent.json", stdin="v"),
+    ("seal", "public-key"): ExitCase(["extra"], "1 unexpected argument", [],
+                                     "no sealing key yet"),
+    ("seal", "rotate"): ExitCase(["--suite", "rsa"], "--suite", [], "file is not a database",
+                                 GARBAGE_DB),
+    ("seal", "keys"): ExitCase(["extra"], "1 unexpected argument", [], "file is not a database",
+                               GARBAGE_DB),
+    ("seal", "prune"): ExitCase([], "required: KEY_ID", ["0011223344556677"],
+                                "no sealing key 0011223344556677"),
+    ("seal", "reseal"): ExitCase([], "required: FILE", ["absent.yaml"], "cannot read absent.yaml"),
+    ("seal", "import-sealedsecret"): ExitCase(
+        ["s.yaml"], "required: --private-key",
+        ["s.yaml", "--private-key", "k.pem", "--public-key", "p.json"],
+        "--public-key: cannot read p.json"),
 }  # fmt: skip
 
 
@@ -566,7 +585,7 @@ def test_every_command_exits_2_for_bad_usage_and_1_for_a_failure(
 
 
 @pytest.mark.parametrize("group", [[], ["db"], ["secret"], ["audit"], ["audit", "checkpoint"],
-                                   ["kek"]], ids=lambda g: " ".join(g) or "top")  # fmt: skip
+                                   ["kek"], ["seal"]], ids=lambda g: " ".join(g) or "top")  # fmt: skip
 def test_a_command_group_without_its_command_is_bad_usage(
     env: dict[str, str], group: list[str]
 ) -> None:

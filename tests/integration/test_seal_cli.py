@@ -4,6 +4,7 @@ argv; `--in-place` changes nothing but the blob; reseal, rotate, prune and keys 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from strongroom import Strongroom
-from strongroom.sealing.blob import Place, SealedInvalid, header, open_sealed
+from strongroom.sealing.blob import Header, Place, SealedInvalid, header, open_sealed
 from strongroom.sealing.keys import SealingKeys, Use
 from tests.conftest import make_settings
 
@@ -238,3 +239,26 @@ def test_public_key_without_a_key_says_how_to_make_one(env: dict[str, str]) -> N
     ok(env, "db", "upgrade")
     result = run(env, "seal", "public-key")
     assert result.returncode == 1 and "seal rotate" in result.stderr
+
+
+def test_no_seal_command_prints_the_private_key_or_a_value(
+    env: dict[str, str], public: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "db.yaml"
+    manifest.write_text(MANIFEST)
+    outputs = [ok(env, "seal", "value", "payments/db", "password", "--public-key", str(public),
+                  "--in-place", str(manifest), stdin="canary-value-9f1e")]  # fmt: skip
+    outputs.append(ok(env, "seal", "rotate"))
+    outputs += [ok(env, "seal", "public-key"), ok(env, "seal", "keys"),
+                ok(env, "seal", "keys", "--json"), ok(env, "seal", "reseal", str(manifest))]
+    outputs.append(ok(env, "audit", "tail", "-n", "50"))
+    with open_store(env) as room:
+        keys = SealingKeys(room, actor="t")
+        privates = [keys.private(Header(k.suite, k.key_id)) for k in keys.list()]
+    shown = "".join(outputs) + manifest.read_text()
+    assert "canary-value-9f1e" not in shown
+    for found in privates:
+        assert found is not None
+        raw = found[1]
+        for form in (raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+            assert form[:32] not in shown

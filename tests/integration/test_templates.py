@@ -177,7 +177,7 @@ def test_presets_build_a_dotenv_file_and_a_pull_secret(op: OperatorProcess) -> N
                        "target": {"template": {"preset": "dockerconfigjson", "presetKeys": {
                            "username": "user", "password": "token"}}}})  # fmt: skip
     ready(op, "env")
-    assert decoded(op.secret("env")) == {".env": 'API_KEY="k\\$y\\"1"\nDB_USER="app"\n'}
+    assert decoded(op.secret("env")) == {".env": "API_KEY='k$y\"1'\nDB_USER='app'\n"}
     ready(op, "robot")
     secret = op.secret("robot")
     assert secret is not None and secret["type"] == "kubernetes.io/dockerconfigjson"

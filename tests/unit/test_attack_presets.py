@@ -25,18 +25,16 @@ def test_a_dotenv_key_that_is_not_a_variable_name_is_refused(key: str) -> None:
         presets.build("dotenv", {}, {key: "x"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hole: python-dotenv (the usual Python .env reader, interpolate=True by default) expands "
-    "${NAME} inside double quotes whatever precedes it, so the \\$ escape does not hold: a value "
-    "(possibly another namespace's, through fromManagedSecret) pulls the reading process's "
-    "environment into itself. Refuse or encode '${', or document python-dotenv as unsafe"))  # fmt: skip
 def test_attack_a_dotenv_value_expands_no_variable_for_python_dotenv(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dotenv = pytest.importorskip("dotenv")
     monkeypatch.setenv("HOST_ONLY_SECRET", "CANARY-host-env-7a1d")
     value = "https://collector.example/?k=${HOST_ONLY_SECRET}"
-    text = presets.build("dotenv", {}, {"WEBHOOK_URL": value})[".env"]
-    parsed = dotenv.dotenv_values(stream=io.StringIO(text))
-    assert "CANARY-host-env-7a1d" not in str(parsed["WEBHOOK_URL"])
+    with pytest.raises(TemplateError, match=r"the value of WEBHOOK_URL holds '\$\{'"):
+        presets.build("dotenv", {}, {"WEBHOOK_URL": value})
+    # What it writes, python-dotenv reads back unchanged (no expansion, no escapes decoded).
+    plain = "https://collector.example/?k=$HOST_ONLY_SECRET&x=`id` \"q\""
+    text = presets.build("dotenv", {}, {"WEBHOOK_URL": plain})[".env"]
+    assert dotenv.dotenv_values(stream=io.StringIO(text))["WEBHOOK_URL"] == plain
     assert os.environ["HOST_ONLY_SECRET"]  # the variable was there to be expanded

@@ -54,15 +54,25 @@ def test_tls_wants_pem_and_keeps_the_ca() -> None:
         plain({"preset": "tls"}, {"tls.crt": cert, "tls.key": CANARY})
 
 
-def test_dotenv_escapes_so_no_value_adds_a_line_or_expands_a_variable() -> None:
-    hostile = 'a"\nINJECTED=1 $HOME `id` \\'
-    out = plain({"preset": "dotenv"}, {"API_KEY": hostile, "DB_USER": "app"})
-    text = out[".env"]
-    assert text.count("\n") == 2 and "\nINJECTED" not in text
+def test_dotenv_values_read_the_same_in_a_shell_and_run_nothing() -> None:
+    hostile = 'a" ; INJECTED=1 $HOME `id` $(id) %s & |'
+    text = plain({"preset": "dotenv"}, {"API_KEY": hostile, "DB_USER": "app"})[".env"]
+    assert text.count("\n") == 2
     # What a POSIX shell makes of the file is the values as they were, and nothing else.
     script = f"set -a; {text}\nprintf '%s' \"$API_KEY\"; printf '|%s' \"$DB_USER\" \"${{INJECTED-unset}}\""
     shown = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
-    assert shown.stdout == hostile.replace("\n", "\\n") + "|app|unset"
+    assert shown.stdout == hostile + "|app|unset"
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("it's", id="single-quote"), pytest.param("a\\b", id="backslash"),
+    pytest.param("a\nINJECTED=1", id="newline"), pytest.param("a\rb", id="carriage-return"),
+    pytest.param("x${HOME}", id="dotenv-expansion"),
+])  # fmt: skip
+def test_dotenv_refuses_a_value_no_reader_would_read_the_same(value: str) -> None:
+    with pytest.raises(TemplateError, match="the value of API_KEY holds") as caught:
+        plain({"preset": "dotenv"}, {"API_KEY": CANARY + value})
+    assert CANARY not in str(caught.value)
 
 
 def test_dotenv_refuses_a_key_that_is_no_variable_name() -> None:

@@ -312,3 +312,15 @@ def test_an_opened_value_is_never_in_the_outcomes_repr() -> None:
 
     outcome = SealedOutcome(opened_values={"pw": "CANARY-repr"}, values={"pw": "CANARY-repr"})
     assert "CANARY-repr" not in repr(outcome)
+
+
+def test_a_malformed_key_record_is_an_integrity_error_without_its_content(store: Strongroom) -> None:
+    from strongroom.errors import IntegrityError
+
+    keys = SealingKeys(store, actor="tester")
+    info = keys.rotate(SuiteId.X25519)
+    namespace, name = SEALING_KEYS
+    store.set(namespace, name, {"0123456789abcdef": {"suite": "x25519", "private": "c2VjcmV0"}})
+    with pytest.raises(IntegrityError) as caught:
+        keys.private(Header(SuiteId.X25519, info.key_id))
+    assert str(caught.value) == "sealing key 0123456789abcdef in the store is malformed"

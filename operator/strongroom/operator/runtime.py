@@ -274,6 +274,7 @@ class Runtime:
             k8s.CustomObjectsApi(self.api), actor=self.actor, hmac_key=hmac_key,
             rollout_restart=self.rollout_restart,
             trust_namespace_names=self.trust_namespace_names,
+            watched=frozenset(self.namespaces) or None,
             database_engines=self.database_engines,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
@@ -444,6 +445,8 @@ class Runtime:
     def _gone(self, key: Key, uid: str | None = None) -> None:
         """The object is gone; the audit log says what became of its Secret, once."""
         tracked = self.forget(key)
+        if self.syncer is not None:  # it no longer counts in strongroom_sealed_values_old_key
+            self.syncer.sealed.forget(*key)
         for reader in self.dependants.of([key]):  # they lose their source: let them say so
             self.schedule(reader)
         self.dependants.forget(key)

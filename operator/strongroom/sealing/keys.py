@@ -30,12 +30,13 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom.api import Strongroom
-from strongroom.errors import AlreadyExists, NotFound, ValidationError
+from strongroom.errors import AlreadyExists, IntegrityError, NotFound, ValidationError
 from strongroom.sealing.blob import (
     KEY_ID_BYTES,
     Header,
@@ -79,12 +80,21 @@ def _iso(moment: datetime) -> str:
 
 
 def _parse(key_id: str, doc: Any) -> tuple[SealingKeyInfo, bytes]:
-    if not isinstance(doc, Mapping):
-        raise ValidationError(f"sealing key {key_id} is not a JSON object")
-    suite = SuiteId.parse(str(doc.get("suite")))
-    created = datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
-    info = SealingKeyInfo(key_id, suite, created, base64.b64decode(doc["public"]))
-    return info, base64.b64decode(doc["private"])
+    """A stored key pair; a malformed record is an IntegrityError naming the key id only."""
+    try:
+        suite = SuiteId.parse(str(doc.get("suite")))
+        created = datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
+        info = SealingKeyInfo(key_id, suite, created, base64.b64decode(doc["public"]))
+        return info, base64.b64decode(doc["private"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise IntegrityError(f"sealing key {key_id} in the store is malformed") from None
+
+
+def _names(uses: Iterable[Use], limit: int = 5) -> str:
+    """``ns/name[key], …`` for a message, at most ``limit`` of them."""
+    shown = sorted(f"{u.namespace}/{u.name}[{u.key}]" for u in uses)
+    more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more
 
 
 def usage_name(namespace: str, name: str) -> str:
@@ -95,15 +105,19 @@ def usage_name(namespace: str, name: str) -> str:
 class SealingKeys:
     """The store's sealing keys, for the operator and the administrator's commands.
 
-    Private keys are read from the store when a blob names a key not yet cached, and kept in
-    memory only; :meth:`forget` drops them (after a prune, and on close).
+    Private keys are read from the store for each blob opened (the operator opens a blob only
+    when it changes), so a key pruned by another process stops opening at once. A one-off
+    command opening many blobs (``seal reseal``) may keep them in memory for ``cache_seconds``;
+    :meth:`forget` drops them.
     """
 
-    def __init__(self, room: Strongroom, *, actor: str) -> None:
+    def __init__(self, room: Strongroom, *, actor: str, cache_seconds: float = 0.0) -> None:
         self.room = room
         self.actor = actor
+        self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._private: dict[str, tuple[SuiteId, bytes]] = {}
+        self._loaded = 0.0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -127,20 +141,18 @@ class SealingKeys:
     def private(self, head: Header) -> tuple[SuiteId, bytes] | None:
         """The private key a blob's header names, or None (unknown or pruned)."""
         with self._lock:
-            cached = self._private.get(head.key_id)
-        if cached is not None:
-            return cached
-        found = self._all().get(head.key_id)
-        if found is None:
-            return None
-        info, private = found
-        with self._lock:
-            self._private[head.key_id] = (info.suite, private)
-        return info.suite, private
+            if time.monotonic() - self._loaded < self.cache_seconds:
+                return self._private.get(head.key_id)
+        loaded = {key_id: (info.suite, private) for key_id, (info, private) in self._all().items()}
+        if self.cache_seconds > 0:
+            with self._lock:
+                self._private, self._loaded = loaded, time.monotonic()
+        return loaded.get(head.key_id)
 
     def forget(self) -> None:
         with self._lock:
             self._private.clear()
+            self._loaded = 0.0
 
     # -- changing --------------------------------------------------------------------------
 
@@ -187,9 +199,9 @@ class SealingKeys:
         if active is not None and active.key_id in wanted:
             raise ValidationError(f"sealing key {active.key_id} is the active key; rotate first")
         if not force:
-            used = {k: len(v) for k, v in self.usage().items() if k in wanted and v}
+            used = {k: v for k, v in self.usage().items() if k in wanted and v}
             if used:
-                shown = ", ".join(f"{k} ({n} sealed values)" for k, n in sorted(used.items()))
+                shown = "; ".join(f"{k} by {_names(uses)}" for k, uses in sorted(used.items()))
                 raise ValidationError(f"still in use: {shown}; reseal them first or use --force")
         namespace, name = SEALING_KEYS
         self.room.set(namespace, name, {}, remove=wanted, actor=self.actor)

@@ -5,10 +5,13 @@ the store keeps one copy, a change of the source reaches every dependant (the op
 them when the store watch sees the source change), and a reference that loses its right to
 the value (a revoked grant) stops carrying it at once.
 
-References are followed: a source key that is itself ``fromManagedSecret`` in its own
-ManagedSecret leads on, up to :data:`MAX_HOPS` hops; a chain that comes back to a key already on
-it is a cycle (:class:`CompositionCycleError`, ``Ready=False CompositionCycle``), refused
-whatever the values are.
+A source key must be *stored* in its ManagedSecret. One that is itself composed there is
+refused (:class:`ChainRefusedError`): the right to read a ManagedSecret's values (what the
+admission policy asks, what a grant gives) covers its stored keys, as the values API does, not
+what it reads from elsewhere; following the chain would let a tenant reach a value through a
+name they may read. The chain is walked all the same, up to :data:`MAX_HOPS` hops and without
+reading any value, so that a cycle is named as one (:class:`CompositionCycleError`,
+``Ready=False CompositionCycle``).
 
 Who may read what (docs/security.md, "Composition and grants"):
 
@@ -31,7 +34,7 @@ the detail.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
@@ -45,7 +48,8 @@ from strongroom.resources import GRANT_KIND, GRANT_PLURAL, GROUP, PLURAL, VERSIO
 from strongroom.spec import DataItem, Reference, parse_reference
 
 __all__ = [
-    "GRANT_KIND", "GRANT_PLURAL", "MAX_HOPS", "Composer", "CompositionCycleError",
+    "GRANT_KIND", "GRANT_PLURAL", "MAX_HOPS", "ChainRefusedError", "Composer",
+    "CompositionCycleError",
     "CompositionError", "GrantMissingError", "SourceMissingError", "granted", "references_of",
 ]  # fmt: skip
 
@@ -59,6 +63,10 @@ class CompositionError(StrongroomError):
 
 class CompositionCycleError(CompositionError):
     """The references come back to a key already on the chain (or go on for too long)."""
+
+
+class ChainRefusedError(CompositionError):
+    """The source key is composed in its own ManagedSecret: compose from where it is stored."""
 
 
 class GrantMissingError(CompositionError):
@@ -114,7 +122,9 @@ class Composer:
     that sync's reads, and reconciles run in parallel threads)."""
 
     def __init__(self, room: Strongroom, custom: CustomObjectsApi,
-                 namespace_ids: NamespaceIdentities, *, actor: str) -> None:  # fmt: skip
+                 namespace_ids: NamespaceIdentities, *, actor: str,
+                 watched: frozenset[str] | None = None) -> None:  # fmt: skip
+        self.watched = watched  # the operator's namespaces (None: all): grants it can follow
         self.room = room
         self.custom = custom
         self.namespace_ids = namespace_ids
@@ -143,34 +153,57 @@ class Composer:
             raise next((f for f in failures if isinstance(f, GrantMissingError)), failures[0])
         return found
 
+    def check_grants(self, namespace: str, references: Iterable[tuple[str, str]]) -> None:
+        """Raise :class:`GrantMissingError` if a reference to another namespace is not granted;
+        called before anything else in a sync, so that no early end of it (a refused spec, a
+        failed import, CreatedOnce) leaves a revoked value in the Secret."""
+        for source, name in sorted(references):
+            if source != namespace:
+                self._check_grant(source, namespace, name, f"fromManagedSecret {source}/{name}")
+
+    def _check_grant(self, source: str, reader: str, name: str, what: str) -> None:
+        if self.watched is not None and source not in self.watched:
+            raise GrantMissingError(
+                f"{what}: namespace {source} is not watched by this operator, which so cannot "
+                "follow its grants (run it for that namespace too, or --all-namespaces)")  # fmt: skip
+        if not self._granted(source, reader, name):
+            raise GrantMissingError(
+                f"{what}: namespace {source} grants {reader} no access to {name} (a "
+                f"{GRANT_KIND} in {source} naming {reader} in spec.from and {name} in spec.to)")  # fmt: skip
+
     def _follow(self, namespace: str, name: str, key: str, ref: Reference) -> Any:
-        chain = [(namespace, name, key)]
-        here = namespace
-        while True:
-            source = ref.namespace or here
-            node = (source, ref.name, ref.key)
+        source = ref.namespace or namespace
+        if source != namespace:
+            self._check_grant(source, namespace, ref.name, f"data[{key}]")
+        body = self._managed_secret(source, ref.name)
+        if body is None:
+            raise SourceMissingError(f"data[{key}]: ManagedSecret {source}/{ref.name} does not "
+                                     "exist")  # fmt: skip
+        onward = _composed(body, ref.key)
+        if onward is not None:
+            self._refuse_chain(namespace, name, key, ref, onward)
+        return self._stored(source, ref, body, (namespace, name, key))
+
+    def _refuse_chain(self, namespace: str, name: str, key: str, ref: Reference,
+                      onward: Reference) -> NoReturn:  # fmt: skip
+        """Walk a chain (specs only, no values) to name a cycle; refuse it either way."""
+        here = ref.namespace or namespace
+        chain = [(namespace, name, key), (here, ref.name, ref.key)]
+        step: Reference | None = onward
+        while step is not None and len(chain) <= MAX_HOPS:
+            node = (step.namespace or here, step.name, step.key)
             shown = " -> ".join(f"{n}/{m}.{k}" for n, m, k in [*chain, node])
             if node in chain:
-                raise CompositionCycleError(f"data[{key}]: fromManagedSecret goes round in a cycle "
-                                       f"({shown})")  # fmt: skip
-            if len(chain) > MAX_HOPS:
-                raise CompositionCycleError(f"data[{key}]: fromManagedSecret goes through more than "
-                                       f"{MAX_HOPS} ManagedSecrets ({shown})")  # fmt: skip
-            if source != here and not self._granted(source, here, ref.name):
-                raise GrantMissingError(
-                    f"data[{key}]: namespace {source} grants {here} no access to {ref.name} "
-                    f"(a {GRANT_KIND} in {source} naming {here} in spec.from and {ref.name} in "
-                    "spec.to)"
-                )  # fmt: skip
+                raise CompositionCycleError(f"data[{key}]: fromManagedSecret goes round in a "
+                                            f"cycle ({shown})")  # fmt: skip
             chain.append(node)
-            body = self._managed_secret(source, ref.name)
-            if body is None:
-                raise SourceMissingError(f"data[{key}]: ManagedSecret {source}/{ref.name} does not "
-                                    "exist")  # fmt: skip
-            onward = _composed(body, ref.key)
-            if onward is None:
-                return self._stored(source, ref, body, (namespace, name, key))
-            here, ref = source, onward
+            here = node[0]
+            body = self._managed_secret(node[0], node[1])
+            step = None if body is None else _composed(body, node[2])
+        raise ChainRefusedError(
+            f"data[{key}]: {ref.where(namespace)} is itself composed there (from "
+            f"{onward.where(ref.namespace or namespace)}); compose from the ManagedSecret that "
+            "stores the value")  # fmt: skip
 
     def _granted(self, source: str, reader: str, name: str) -> bool:
         if source not in self._grants:

@@ -111,6 +111,13 @@ class Issue:
     failure: tuple[str, str] | None = None  # (reason, message)
     permanent: bool = False
 
+    def apply(self, stored: dict[str, Any], generated: dict[str, str],
+              events: list[tuple[str, str, str]]) -> None:  # fmt: skip
+        """Once ``values`` are stored: what the sync goes on with."""
+        stored.update(self.values)
+        generated.update(self.issued)
+        events.extend(self.events)
+
 
 def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """Kubernetes' label selector semantics (matchLabels and matchExpressions, ANDed); an

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,42 @@ class SealedSource:
                 self._listed = (time.monotonic(), infos)
         return infos
 
+    def opened(self, namespace: str, name: str, items: tuple[DataItem, ...],
+               status: Mapping[str, Any]) -> SealedOutcome | None:  # fmt: skip
+        """The spec's sealed items opened where their blob changed (None: it has none). Called
+        before the reconcile's transaction: opening reads the private key from the store."""
+        if not any(item.sealed is not None for item in items):
+            return None
+        return self.open(namespace, name, items, status.get("sealed") or {})
+
+    def reopen_lost(self, namespace: str, name: str, items: tuple[DataItem, ...],
+                    stored: Mapping[str, Any], sealed: SealedOutcome) -> dict[str, str]:  # fmt: skip
+        """Values the store lost since their blob was opened (deleted out-of-band), opened
+        again; merged into ``sealed`` (check its ``invalid`` after)."""
+        lost = frozenset(i.key for i in items if i.sealed is not None and i.key not in stored)
+        if not lost:
+            return {}
+        more = self.open(namespace, name, items, {}, only=lost)
+        again = more.changed(stored)
+        sealed.merge(more)
+        return again
+
+    def settle(self, namespace: str, name: str, status: Mapping[str, Any],
+               sealed: SealedOutcome | None, *, version: int,
+               audit: Callable[[str, str, str, int | None, str], None],
+               ) -> list[tuple[str, str, str]]:  # fmt: skip
+        """After the values are written: audit the openings, keep the store's record of which
+        sealing key each value needs, and return the Events to post."""
+        events = []
+        if sealed is not None and sealed.opened:
+            opened = ", ".join(sealed.opened)
+            audit("operator.unseal", namespace, name, version,
+                  f"opened sealed {opened}; {len(sealed.values)} changed")
+            events.append(("Normal", "Unsealed", f"opened sealed {opened}"[:240]))
+        if sealed is not None or status.get("sealed"):
+            self.record(namespace, name, status.get("sealed") or {}, sealed or SealedOutcome())
+        return events
+
     def open(
         self, namespace: str, name: str, items: Iterable[DataItem], recorded: Mapping[str, Any],
         *, only: frozenset[str] | None = None,
@@ -149,3 +185,11 @@ class SealedSource:
         self.keys.record(namespace, name, {
             key: Use(namespace, name, key, entry["keyId"], entry["digest"])
             for key, entry in outcome.status.items()})  # fmt: skip
+
+
+def status_outcome(sealed: SealedOutcome | None,
+                   status: Mapping[str, Any]) -> SealedOutcome | None:  # fmt: skip
+    """What to put in status.sealed: this pass's, or nothing (emptied if it held some)."""
+    if sealed is not None:
+        return sealed
+    return SealedOutcome() if status.get("sealed") else None
