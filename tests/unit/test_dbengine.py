@@ -114,9 +114,13 @@ def test_an_emergency_rotation_is_done_once_per_token() -> None:
     asked = Rotation.requested(meta, {})
     assert asked is not None and asked.revoke and asked.keys == {"password"}
     assert Rotation.requested(meta, {"rotateToken": asked.token}) is None
-    items = [DataItem("password", generate={}), DataItem("api"), DataItem("x")]
-    assert Rotation("t", None).renewable(items) == {"password"}
-    assert Rotation("t", None).marked(items) == {"api", "x"}
+    items = [DataItem("password", generate={}), DataItem("api"), DataItem("x"),
+             DataItem("sealed", sealed="srs1.AAAA"), DataItem("imported", from_secret={"name": "s"}),
+             DataItem("dsn", database=parse_database("dsn", {"engine": "e", "role": "r"}))]  # fmt: skip
+    assert Rotation("t", None).renewable(items) == {"password", "dsn"}
+    # Only a person can replace these: out-of-band, sealed and imported keys are marked.
+    assert Rotation("t", None).marked(items) == {"api", "x", "sealed", "imported"}
+    assert Rotation("t", frozenset({"api"})).marked(items) == {"api"}
 
 
 def test_a_compromised_mark_clears_only_when_the_value_changes() -> None:
