@@ -468,7 +468,8 @@ class Runtime:
             dropped = self.syncer.databases.release(*key)
             log.info("%s/%s: %d database role(s) dropped with it", key[0], key[1], dropped)
         except (StrongroomError, ApiException, Urllib3Error) as exc:
-            log.warning("%s/%s: database roles not dropped (the start-up pass will): %s",
+            log.warning("%s/%s: database roles not dropped (they end at their VALID UNTIL; "
+                        "the start-up pass drops those the store no longer names): %s",
                         key[0], key[1], exc)  # fmt: skip
 
     def _reconcile_roles(self) -> None:
