@@ -295,6 +295,43 @@ def cmd_secret_rebind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_rotate(args: argparse.Namespace) -> int:
+    """Emergency rotation: annotate the ManagedSecret; the operator does the rest
+    (:mod:`strongroom.emergency`). Needs only ``patch`` on the ManagedSecret, no store access."""
+    namespace, name = _ref(args.ref)
+    for key in args.keys:
+        try:
+            validate.key(key, write=True)
+        except ValidationError as exc:
+            raise UsageError(str(exc)) from None
+    from strongroom.emergency import ROTATE_ANNOTATION, rotation_patch
+
+    patch = rotation_patch(args.keys, revoke=args.revoke)
+    _kube_custom(lambda custom: custom.patch_namespaced_custom_object(
+        "strongroom.io", "v1alpha1", namespace, "managedsecrets", name, patch), args.ref)  # fmt: skip
+    token = patch["metadata"]["annotations"][ROTATE_ANNOTATION]
+    _say(namespace, "/", name, f": emergency rotation {token} asked for "
+         f"({', '.join(args.keys) or 'every key'}{', old roles revoked' if args.revoke else ''})")  # fmt: skip
+    return 0
+
+
+def _kube_custom(call: Callable[[Any], T], what: str) -> T:
+    """``call`` with a CustomObjectsApi from the kubeconfig; API failures as one line."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from strongroom.operator.runtime import load_kube_config
+
+    try:
+        return call(k8s.CustomObjectsApi(load_kube_config(1, 30.0)))
+    except ApiException as exc:
+        raise StrongroomError(f"{what}: the Kubernetes API answered {exc.status} "
+                              f"({exc.reason})") from None  # fmt: skip
+    except HTTPError as exc:
+        raise StrongroomError(f"{what}: Kubernetes API unreachable ({type(exc).__name__})") from None
+
+
 def cmd_secret_verify(args: argparse.Namespace) -> int:
     namespace, name = _ref(args.ref)
     raw = sys.stdin.read()
@@ -645,6 +682,22 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     s_ver.add_argument("key", metavar="KEY")
     s_ver.add_argument("--json", action="store_true", help="the candidate is JSON")
     s_ver.set_defaults(handler=cmd_secret_verify)
+
+    s_rot = s_sub.add_parser(
+        "rotate",
+        help="emergency rotation of a ManagedSecret's keys (through the operator)",
+        description=(
+            "Annotate the ManagedSecret NS/NAME (strongroom.io/rotate) so that the operator "
+            "rotates it now: generated keys get new values, database keys new roles; keys set "
+            "out-of-band or imported are marked Ready=False Compromised until a new value is "
+            "set. Uses the kubeconfig; needs patch on the ManagedSecret."
+        ),
+    )
+    s_rot.add_argument("ref", metavar="NS/NAME")
+    s_rot.add_argument("keys", nargs="*", metavar="KEY", help="these keys only (default: all)")
+    s_rot.add_argument("--revoke", action="store_true",
+                       help="drop the old database roles at once (their sessions end)")  # fmt: skip
+    s_rot.set_defaults(handler=cmd_secret_rotate)
 
     s_hist = s_sub.add_parser("history", help="list a secret's versions (no values)")
     s_hist.add_argument("ref", metavar="NS/NAME")

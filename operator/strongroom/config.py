@@ -529,6 +529,9 @@ class OperatorTuning:
     audit_checkpoint_seconds: float = 30.0
     # Values are bound to their namespace's UID (strongroom.bindings); true: to its name only.
     trust_namespace_names: bool = False
+    # data[].database (strongroom.sources.database): off, no DatabaseEngine is read (the chart
+    # grants the rights only with databaseEngines.enabled) and database items are refused.
+    database_engines: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorTuning:
@@ -555,6 +558,8 @@ class OperatorTuning:
                                            cls.audit_checkpoint_seconds),
             trust_namespace_names=_read(env, "STRONGROOM_TRUST_NAMESPACE_NAMES", parse_bool,
                                         cls.trust_namespace_names),
+            database_engines=_read(env, "STRONGROOM_DATABASE_ENGINES", parse_bool,
+                                   cls.database_engines),
         )
 
 

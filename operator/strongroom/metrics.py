@@ -122,3 +122,9 @@ SEALED_OPENED = Counter(
     "Sealed values the operator opened, by outcome (ok, invalid).",
     ["outcome"],
 )
+CREDENTIAL_EXPIRY = Gauge(
+    "strongroom_credential_expiry_timestamp_seconds",
+    "When the database credential a ManagedSecret key holds expires (Unix time); it is renewed "
+    "once two thirds of its TTL have passed.",
+    ["namespace", "name", "key"],
+)

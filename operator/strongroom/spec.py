@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from strongroom import policy, presets, validate
+from strongroom.dbitem import DatabaseItem, check_database_keys, parse_database
 from strongroom.errors import ValidationError
 from strongroom.render import TemplateSpec, parse_template
 
@@ -23,7 +24,7 @@ CREATION_POLICIES = ("Owner", "Orphan", "Merge")
 DELETION_POLICIES = ("Retain", "Delete")
 REFRESH_POLICIES = ("Periodic", "OnChange", "CreatedOnce")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
-SOURCES = ("generate", "fromSecret", "fromManagedSecret", "sealed")  # a data item's, exclusive
+SOURCES = ("generate", "fromSecret", "fromManagedSecret", "sealed", "database")  # exclusive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,7 @@ class DataItem:
     rotation_period: timedelta | None = None
     from_managed_secret: Reference | None = None
     sealed: str | None = None  # a blob of strongroom.sealing, opened by sources/sealed.py
+    database: DatabaseItem | None = None  # issued by sources/database.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +114,7 @@ def _item(raw: object, index: int) -> DataItem:
         raise policy.SpecRefusedError(f"data[{key}].fromSecret needs a name and a key")
     return DataItem(key, generate, from_secret, period,
                     from_managed_secret=parse_reference(key, raw.get("fromManagedSecret")),
-                    sealed=sealed)  # fmt: skip
+                    sealed=sealed, database=parse_database(key, raw.get("database")))  # fmt: skip
 
 
 def parse_reference(key: str, raw: object) -> Reference | None:
@@ -177,6 +179,8 @@ class Spec:
                 raise policy.SpecRefusedError("rolloutRestart items need a kind and a name")
             restarts.append((_choice("rolloutRestart.kind", item.get("kind"), WORKLOAD_KINDS),
                              str(item["name"])))  # fmt: skip
+        data = tuple(_item(raw, i) for i, raw in enumerate(spec.get("data") or ()))
+        check_database_keys([(item.key, item.database) for item in data])
         return cls(
             target_name=where.name,
             target_type=target_type,
@@ -189,7 +193,7 @@ class Spec:
                                     CREATION_POLICIES),
             deletion_policy=_choice("target.deletionPolicy", where.deletion_policy,
                                     DELETION_POLICIES),
-            data=tuple(_item(raw, i) for i, raw in enumerate(spec.get("data") or ())),
+            data=data,
             refresh_interval=policy.duration("refreshInterval", spec.get("refreshInterval") or "1h",
                                              policy.MIN_REFRESH_INTERVAL),
             refresh_policy=_choice("refreshPolicy", spec.get("refreshPolicy") or "Periodic",

@@ -36,6 +36,7 @@ from strongroom import policy, render, templatefrom
 from strongroom.api import Strongroom
 from strongroom.audit import AuditEvent, Outcome
 from strongroom.datahmac import HMAC_SECRET, data_hmac, load_hmac_key
+from strongroom.emergency import COMPROMISED, Rotation, conclude
 from strongroom.errors import (
     KeyringError,
     NamespaceMismatch,
@@ -61,6 +62,7 @@ from strongroom.sources.composed import (
     GrantMissingError,
     references_of,
 )
+from strongroom.sources.database import Databases, database_step, next_time
 from strongroom.sources.imported import ImportFailedError, import_missing
 from strongroom.sources.sealed import SealedOutcome, SealedSource, status_outcome
 from strongroom.spec import DataItem, Spec, Target, needs_finalizer
@@ -131,6 +133,7 @@ class Result:
     retry: bool = False
     permanent: bool = False  # nothing to retry until the spec changes (InvalidSpec)
     sealed: SealedOutcome | None = None  # data[].sealed as opened (status.sealed, SealedKeyOld)
+    status_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # emergency's
 
 
 def generate_value(length: int, charset: str) -> str:
@@ -181,6 +184,24 @@ def next_refresh(
     return policy.floor_schedule(now, candidates)
 
 
+def new_secret(spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
+               wanted: Wanted) -> dict[str, Any]:  # fmt: skip
+    """The Secret a ManagedSecret asks for, as created (or replaced) whole."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": spec.target_name, "namespace": namespace,
+                     "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
+        "type": spec.target_type,
+        "data": desired,
+    }
+    if spec.immutable:
+        body["immutable"] = True
+    if wanted.owner_uid is not None:
+        body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
+    return body
+
+
 class Syncer:
     """Reconciles ManagedSecrets; thread-safe as long as one object is reconciled at a time."""
 
@@ -197,6 +218,7 @@ class Syncer:
         rollout_restart: bool = True,
         trust_namespace_names: bool = False,
         watched: frozenset[str] | None = None,
+        database_engines: bool = False,
     ) -> None:
         self.watched = watched  # the namespaces the operator watches (None: all)
         self.rollout_restart_enabled = rollout_restart
@@ -209,6 +231,7 @@ class Syncer:
         self.actor = actor
         self._hmac_key = hmac_key
         self.sealed = SealedSource(room, actor=actor, max_age=room.settings.sealing.max_age)
+        self.databases = Databases(room, core, custom, actor=actor) if database_engines else None
 
     @property
     def hmac_key(self) -> bytes:
@@ -278,6 +301,8 @@ class Syncer:
         #    transaction as the read (generated exactly when absent or due), imports after it
         #    (they read a Secret first, which must not happen inside a transaction).
         rotated: list[str] = []
+        rotation = Rotation.requested(body["metadata"], status)  # strongroom.emergency
+        renew = rotation.renewable(spec.data) if rotation is not None else set()
         sealed = self.sealed.opened(namespace, name, spec.data, status)  # before the transaction
         if sealed is not None and sealed.invalid:  # nothing written: the Secret keeps its data
             return _sealed_invalid(sealed, status.get("version"), generated)
@@ -292,7 +317,7 @@ class Syncer:
                     continue
                 period = item.rotation_period
                 last = _parse_iso(generated.get(item.key))
-                due = item.key not in current or (
+                due = item.key not in current or item.key in renew or (
                     period is not None and last is not None and now - last >= period
                 )
                 if due:
@@ -335,6 +360,15 @@ class Syncer:
             delete_secret(self.core, namespace, source_name)
         events.extend(self.sealed.settle(namespace, name, status, sealed, version=version,
                                          audit=self.audit))
+        issue = database_step(self.databases, namespace, name, spec.data, stored, now=now,
+                              force=renew, revoke=bool(rotation and rotation.revoke))  # fmt: skip
+        if issue is not None and issue.failure is not None:
+            return Result(False, issue.failure[0], clip(issue.failure[1]), generated=generated,
+                          version=version or None, retry=not issue.permanent,
+                          permanent=issue.permanent)  # fmt: skip
+        if issue is not None and issue.values:
+            version = self.room.set(namespace, name, issue.values, actor=self.actor)
+            issue.apply(stored, generated, events)
         composed = self._composed(body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
@@ -392,15 +426,26 @@ class Syncer:
                                           enabled=self.rollout_restart_enabled))  # fmt: skip
         if spec.keep_previous is not None:
             self.room.retire_previous(namespace, name, grace=spec.keep_previous, actor=self.actor)
+        due_next = next_refresh(spec, generated, now, previous=version > 1)
+        emergency = conclude(rotation, renew, status, spec.data, stored, hmac_key=self.hmac_key,
+                             namespace=namespace, name=name)  # fmt: skip
+        events.extend(emergency.events)
+        if emergency.audit:
+            self.audit("operator.rotate", namespace, name, version, emergency.audit)
+        if issue is not None and self.databases is not None:
+            next_drop = self.databases.settle(namespace, name, spec.data, stored, now=now,
+                                              keep_previous=spec.keep_previous)  # fmt: skip
+            due_next = next_time(now, due_next, issue.next_due, next_drop)
 
         return Result(
             # Synced whether or not this pass wrote: a no-op refresh changes no condition, so the
             # reason and lastTransitionTime keep saying when the Secret last changed.
-            True, Reason.SYNCED,
-            f"Secret {spec.target_name} matches store version {version}",
+            not emergency.marks, COMPROMISED if emergency.marks else Reason.SYNCED,
+            clip(f"compromised, set a new value: {', '.join(sorted(emergency.marks))}")
+            if emergency.marks else f"Secret {spec.target_name} matches store version {version}",
             version=version, data_hmac=wanted_hmac, wrote=wrote, data_changed=data_changed,
-            next_refresh=next_refresh(spec, generated, now, previous=version > 1),
-            generated=generated, events=events, sealed=status_outcome(sealed, status),
+            next_refresh=due_next, generated=generated, events=events, status_extra=emergency.status,
+            sealed=status_outcome(sealed, status),
         )  # fmt: skip
 
     # -- pieces -----------------------------------------------------------------------------
@@ -463,7 +508,7 @@ class Syncer:
             # and read it only if it does (saves a GET per object on a burst of creations).
             try:
                 self.writes.create_secret(
-                    namespace, self._new_secret(spec, meta, namespace, desired, wanted)
+                    namespace, new_secret(spec, meta, namespace, desired, wanted)
                 )
                 SECRET_WRITES.labels("create").inc()
                 return True, False
@@ -524,7 +569,7 @@ class Syncer:
             SECRET_WRITES.labels("replace").inc()
             return True, not same_data
 
-        new_body = self._new_secret(spec, meta, namespace, desired, wanted)
+        new_body = new_secret(spec, meta, namespace, desired, wanted)
         if existing is None:
             discard(self.core.create_namespaced_secret(namespace, new_body, _preload_content=False))
             SECRET_WRITES.labels("create").inc()
@@ -540,24 +585,6 @@ class Syncer:
         ))  # fmt: skip
         SECRET_WRITES.labels("replace").inc()
         return True, not same_data
-
-    def _new_secret(
-        self, spec: Spec, meta: Mapping[str, Any], namespace: str, desired: dict[str, str],
-        wanted: Wanted,
-    ) -> dict[str, Any]:  # fmt: skip
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": spec.target_name, "namespace": namespace,
-                         "labels": dict(wanted.labels), "annotations": dict(wanted.annotations)},
-            "type": spec.target_type,
-            "data": desired,
-        }
-        if spec.immutable:
-            body["immutable"] = True
-        if wanted.owner_uid is not None:
-            body["metadata"]["ownerReferences"] = [owner_reference(meta["name"], meta["uid"])]
-        return body
 
     # -- deletion ---------------------------------------------------------------------------
 
@@ -604,6 +631,7 @@ def status_patch(
         else status["targetName"],
         "generated": result.generated or status.get("generated") or {},
     }
+    new.update(result.status_extra)
     if result.sealed is not None:
         new["sealed"] = result.sealed.status
         if result.sealed.status:

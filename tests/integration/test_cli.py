@@ -430,8 +430,9 @@ STORE_COMMANDS = {
     ("seal", "prune"): ["0011223344556677"], ("seal", "reseal"): ["absent.yaml"],
 }  # fmt: skip
 CREATE_STORE = {("db", "upgrade")}
-# `seal value` and `seal import-sealedsecret` need the public key only (and the Bitnami key).
-NO_STORE = {("keygen",), ("seal", "value"), ("seal", "import-sealedsecret")}
+# `seal value` and `seal import-sealedsecret` need the public key only (and the Bitnami key);
+# `secret rotate` the kubeconfig only (it annotates the ManagedSecret).
+NO_STORE = {("keygen",), ("seal", "value"), ("seal", "import-sealedsecret"), ("secret", "rotate")}
 
 
 @pytest.mark.parametrize("command", sorted(STORE_COMMANDS), ids=" ".join)
@@ -498,6 +499,8 @@ EXIT_CASES = {
                                    ["ns/absent", "k"], "not found", stdin="{"),
     ("secret", "history"): ExitCase([], "required: NS/NAME", ["ns/absent"], "not found"),
     ("secret", "rebind"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/absent"], "not found"),
+    ("secret", "rotate"): ExitCase(["ns"], "NAMESPACE/NAME", ["ns/app"], "no Kubernetes access",
+                                   NO_KUBECONFIG),
     ("audit", "verify"): ExitCase(["--expect", "nonsense"], "SEQ:MAC",
                                   ["--expect", AHEAD], "behind the checkpoint"),
     ("audit", "tail"): ExitCase(["-n", "0"], "positive", [], "no store at ./strongroom.db",

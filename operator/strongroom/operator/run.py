@@ -103,7 +103,8 @@ def run(
                       lease=lease, lease_seconds=tuning.lease_seconds,
                       rollout_restart=tuning.rollout_restart, checkpoint=checkpoint,
                       checkpoint_seconds=tuning.audit_checkpoint_seconds,
-                      trust_namespace_names=trust_names)  # fmt: skip
+                      trust_namespace_names=trust_names,
+                      database_engines=tuning.database_engines)  # fmt: skip
     operator = kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -54,6 +54,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.api import Strongroom
 from strongroom.config import Settings
+from strongroom.emergency import ROTATE_ANNOTATION, Rotation
 from strongroom.errors import ConfigError, StoreError, StrongroomError
 from strongroom.kubewrites import DirectWrites
 from strongroom.metrics import (
@@ -73,6 +74,7 @@ from strongroom.operator.sealingkeys import resolve as resolve_sealing_configmap
 from strongroom.operator.secretwatch import Shape, owner_candidates, unchanged
 from strongroom.operator.watching import Event, RawWatch
 from strongroom.resources import GRANT_KIND, GRANT_PLURAL
+from strongroom.sources.database import releases_roles
 from strongroom.spec import config_maps_of
 from strongroom.sync import (
     FINALIZER,
@@ -129,8 +131,13 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
     hundred bytes each, not kopf's whole body.
     """
     meta = body["metadata"]
+    kept = {key: meta[key] for key in _META_KEYS if key in meta}
+    asked = {k: v for k, v in (meta.get("annotations") or {}).items()
+             if k.startswith(ROTATE_ANNOTATION)}  # strongroom.emergency's, the only ones read
+    if asked:
+        kept["annotations"] = asked
     return {
-        "metadata": {key: meta[key] for key in _META_KEYS if key in meta},
+        "metadata": kept,
         "spec": body.get("spec") or {},
         "status": body.get("status") or {},
     }
@@ -194,8 +201,10 @@ class Runtime:
         checkpoint: CheckpointRef | None = None,
         checkpoint_seconds: float = 30.0,
         trust_namespace_names: bool = False,
+        database_engines: bool = False,
     ) -> None:
         self.settings = settings
+        self.database_engines = database_engines
         self.trust_namespace_names = trust_namespace_names
         self.rollout_restart = rollout_restart
         self.namespaces = tuple(namespaces)
@@ -266,6 +275,7 @@ class Runtime:
             rollout_restart=self.rollout_restart,
             trust_namespace_names=self.trust_namespace_names,
             watched=frozenset(self.namespaces) or None,
+            database_engines=self.database_engines,
             writes=DirectWrites(self.api, (min(CONNECT_TIMEOUT, self.api_timeout),
                                            self.api_timeout)),
         )  # fmt: skip
@@ -412,10 +422,16 @@ class Runtime:
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self._gone(key, meta.get("uid"))
+            if self.database_engines and self._loop is not None and releases_roles(
+                body.get("spec") or {}
+            ):
+                self._loop.run_in_executor(None, self._release_roles, key)
             return
         if not meta.get("deletionTimestamp"):
             tracked = self.tracked.get(key)
-            if tracked is not None and tracked.generation == meta.get("generation"):
+            if tracked is not None and tracked.generation == meta.get("generation") and (
+                Rotation.requested(meta, body.get("status") or {}) is None
+            ):
                 return  # the echo of our own status write, or an edit of metadata only
             self.dependants.track(key, body.get("spec") or {})
             if tracked is not None:  # a spec change may change what its dependants read
@@ -444,8 +460,35 @@ class Runtime:
         if detail is not None:
             self._loop.run_in_executor(None, self.deletions.record_gone, key, detail)
 
+    def _release_roles(self, key: Key) -> None:
+        """A deleted ManagedSecret's database roles go with it (deletionPolicy Delete)."""
+        assert self.syncer is not None  # noqa: S101
+        try:
+            assert self.syncer.databases is not None  # noqa: S101 - database_engines is on
+            dropped = self.syncer.databases.release(*key)
+            log.info("%s/%s: %d database role(s) dropped with it", key[0], key[1], dropped)
+        except (StrongroomError, ApiException, Urllib3Error) as exc:
+            log.warning("%s/%s: database roles not dropped (they end at their VALID UNTIL; "
+                        "the start-up pass drops those the store no longer names): %s",
+                        key[0], key[1], exc)  # fmt: skip
+
+    def _reconcile_roles(self) -> None:
+        """Before the first reconcile: drop the database roles the store does not know."""
+        assert self.syncer is not None  # noqa: S101
+        if self.syncer.databases is None:
+            return  # STRONGROOM_DATABASE_ENGINES off: no engine is read, none may be
+        try:
+            dropped = self.syncer.databases.reconcile_orphans()
+        except (StrongroomError, ApiException, Urllib3Error) as exc:
+            log.warning("database roles not reconciled at start: %s", exc)
+            return
+        if dropped:
+            log.warning("dropped %d database role(s) the store does not know: %s", len(dropped),
+                        ", ".join(dropped))  # fmt: skip
+
     async def _schedule_loop(self) -> None:
         """Start reconciles as they fall due: a heap of due times, never two for one object."""
+        await asyncio.to_thread(self._reconcile_roles)
         gate = asyncio.Semaphore(self.workers)
         running: set[asyncio.Task[None]] = set()
         while not self._stop.is_set():
