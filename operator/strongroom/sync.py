@@ -256,16 +256,17 @@ class Syncer:
         try:
             # Grants first: no early end below may leave a revoked value in the Secret.
             references = references_of(body.get("spec") or {}, namespace)
+            composer = self._composer()  # one per sync: its grant listings serve both checks
             if any(source != namespace for source, _name in references):
                 try:
-                    self._composer().check_grants(namespace, references)
+                    composer.check_grants(namespace, references)
                 except GrantMissingError as exc:
                     return self._withdraw(body, exc, status.get("version"))
             spec = Spec.parse(name, body.get("spec") or {})
             if spec.refresh_policy == "CreatedOnce" and status.get("version"):
                 return Result(True, Reason.CREATED_ONCE, "created once; not updated (CreatedOnce)",
                               version=status.get("version"), data_hmac=status.get("dataHMAC"))  # fmt: skip
-            return self._reconcile(body, spec, namespace, name, status)
+            return self._reconcile(body, spec, namespace, name, status, composer=composer)
         except KeyringError as exc:
             return Result(False, Reason.KEK_UNAVAILABLE, clip(str(exc)), retry=True)
         except StoreError as exc:
@@ -291,7 +292,7 @@ class Syncer:
 
     def _reconcile(
         self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str,
-        status: Mapping[str, Any],
+        status: Mapping[str, Any], *, composer: Composer,
     ) -> Result:  # fmt: skip
         now = _now()
         generated = dict(status.get("generated") or {})
@@ -369,7 +370,7 @@ class Syncer:
         if issue is not None and issue.values:
             version = self.room.set(namespace, name, issue.values, actor=self.actor)
             issue.apply(stored, generated, events)
-        composed = self._composed(body, spec, namespace, name, version=version,
+        composed = self._composed(composer, body, spec, namespace, name, version=version,
                                   generated=generated)  # fmt: skip
         if isinstance(composed, Result):
             return composed
@@ -455,14 +456,14 @@ class Syncer:
                         watched=self.watched)  # fmt: skip
 
     def _composed(
-        self, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
+        self, composer: Composer, body: Mapping[str, Any], spec: Spec, namespace: str, name: str, *, version: int,
         generated: dict[str, str],
     ) -> dict[str, Any] | Result:  # fmt: skip
         """The ``fromManagedSecret`` keys' values, or the failed Result."""
         if not any(item.from_managed_secret is not None for item in spec.data):
             return {}
         try:
-            return self._composer().values(namespace, name, spec.data)
+            return composer.values(namespace, name, spec.data)
         except GrantMissingError as exc:  # revoked between the check up front and here
             return self._withdraw(body, exc, version or None, generated)
         except (CompositionCycleError, ChainRefusedError) as exc:

@@ -76,7 +76,7 @@ from strongroom.metrics import (
     AUDIT_CHECKPOINT_SEQ,
 )
 from strongroom.operator.events import EventRecorder, InvolvedObject
-from strongroom.operator.refs import split_ref
+from strongroom.operator.refs import resolve_ref, split_ref
 
 log = logging.getLogger("strongroom.operator")
 
@@ -103,13 +103,8 @@ class CheckpointRef:
 def resolve(spec: str, pod_namespace: str | None) -> CheckpointRef | None:
     """Where the operator keeps its checkpoint: ``off`` (none), ``NAMESPACE/NAME`` or ``NAME``
     (in POD_NAMESPACE). ``""`` is the default name in POD_NAMESPACE, or none outside a pod."""
-    if spec.strip().lower() == "off":
-        return None
-    if not spec.strip():
-        if not pod_namespace:
-            return None
-        spec = DEFAULT_NAME
-    return CheckpointRef.parse(spec, pod_namespace)
+    found = resolve_ref(spec, pod_namespace, default_name=DEFAULT_NAME, label="audit checkpoint")
+    return None if found is None else CheckpointRef(*found)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from strongroom.config import SealingPolicy
 from strongroom.errors import StrongroomError
 from strongroom.kubewrites import read_json
-from strongroom.operator.refs import split_ref
+from strongroom.operator.refs import resolve_ref
 from strongroom.sealing.blob import SuiteId
 from strongroom.sealing.keys import SealingKeys, public_document
 
@@ -55,13 +55,8 @@ FORMAT = "strongroom.io/sealing-keys/v1"
 def resolve(spec: str, pod_namespace: str | None) -> tuple[str, str] | None:
     """(namespace, name) of the ConfigMap, or None (``off``; or no POD_NAMESPACE for the
     default)."""
-    if spec.strip().lower() == "off":
-        return None
-    if not spec.strip():
-        if not pod_namespace:
-            return None
-        spec = DEFAULT_NAME
-    return split_ref(spec.strip(), pod_namespace, label="STRONGROOM_SEALING_CONFIGMAP")
+    return resolve_ref(spec, pod_namespace, default_name=DEFAULT_NAME,
+                       label="STRONGROOM_SEALING_CONFIGMAP")
 
 
 class SealingKeyPublisher:
